@@ -1,0 +1,31 @@
+// Decides which GEMM layers run FP8 under a recipe's per-layer policy.
+#pragma once
+
+#include <cstdint>
+#include <string>
+#include <vector>
+
+#include "core/engine.h"
+#include "core/model_config.h"
+#include "core/recipe_config.h"
+
+namespace fp8d {
+
+// Shape of a layer's forward GEMM: [m, k] x [k, n] with m = tokens per micro-batch.
+struct GemmShape {
+  int64_t m = 0, n = 0, k = 0;
+};
+
+// layers from GemmLayerNames(model). A layer runs FP8 when the recipe is FP8, step >=
+// bf16_warmup_steps, it is not the LM head under skip_lm_head, min(m, n, k) >= the effective
+// minimum dimension (policy.min_gemm_dim, or `auto_min_dim` when that is 0), it matches an
+// include regex (or there are none) and matches no exclude regex. skip_attention_qk keeps the
+// Q and K rows of attn.qkv in BF16 but leaves the layer itself FP8 (the V rows use FP8).
+LayerPlan PlanFp8Layers(const ModelConfig& model, const RecipeConfig& recipe, int64_t step,
+                        int64_t tokens_per_micro_batch, int auto_min_dim);
+
+// Forward GEMM shape of a named layer.
+GemmShape LayerGemmShape(const ModelConfig& model, const std::string& layer,
+                         int64_t tokens_per_micro_batch);
+
+}  // namespace fp8d
