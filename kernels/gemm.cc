@@ -1,0 +1,145 @@
+#include "kernels/gemm.h"
+
+#include "absl/strings/str_cat.h"
+#include "kernels/cuda_check.h"
+
+namespace fp8d::kernels {
+namespace {
+
+bool IsFp8(cudaDataType_t t) { return t == CUDA_R_8F_E4M3 || t == CUDA_R_8F_E5M2; }
+
+}  // namespace
+
+GemmDesc GemmDesc::From(const GemmConfig& c, const GemmShape& s) {
+  return GemmDesc{s.m,
+                  s.n,
+                  s.k,
+                  c.trans_a,
+                  c.trans_b,
+                  static_cast<int>(c.a_type),
+                  static_cast<int>(c.b_type),
+                  static_cast<int>(c.c_type),
+                  static_cast<int>(c.compute_type),
+                  static_cast<int>(c.scale_type),
+                  static_cast<int>(c.epilogue),
+                  c.beta != 0.f,
+                  c.fast_accum,
+                  c.a_scale != nullptr || c.b_scale != nullptr || c.d_scale != nullptr};
+}
+
+struct GemmRunner::Plan {
+  cublasLtMatmulDesc_t op = nullptr;
+  cublasLtMatrixLayout_t first = nullptr;   // cuBLASLt's A: our B
+  cublasLtMatrixLayout_t second = nullptr;  // cuBLASLt's B: our A
+  cublasLtMatrixLayout_t out = nullptr;
+  cublasLtMatmulAlgo_t algo{};
+
+  ~Plan() {
+    if (op) cublasLtMatmulDescDestroy(op);
+    if (first) cublasLtMatrixLayoutDestroy(first);
+    if (second) cublasLtMatrixLayoutDestroy(second);
+    if (out) cublasLtMatrixLayoutDestroy(out);
+  }
+};
+
+absl::StatusOr<std::unique_ptr<GemmRunner>> GemmRunner::Create(void* workspace,
+                                                               size_t workspace_bytes) {
+  cublasLtHandle_t handle = nullptr;
+  CUBLAS_RETURN_IF_ERROR(cublasLtCreate(&handle));
+  return std::unique_ptr<GemmRunner>(new GemmRunner(handle, workspace, workspace_bytes));
+}
+
+GemmRunner::GemmRunner(cublasLtHandle_t handle, void* workspace, size_t workspace_bytes)
+    : handle_(handle), workspace_(workspace), workspace_bytes_(workspace_bytes) {}
+
+GemmRunner::~GemmRunner() {
+  plans_.clear();
+  cublasLtDestroy(handle_);
+}
+
+absl::StatusOr<const GemmRunner::Plan*> GemmRunner::GetPlan(const GemmConfig& c,
+                                                            const GemmShape& s) {
+  const GemmDesc key = GemmDesc::From(c, s);
+  if (auto it = plans_.find(key); it != plans_.end()) return it->second.get();
+  if (s.m <= 0 || s.n <= 0 || s.k <= 0) {
+    return absl::InvalidArgumentError(
+        absl::StrCat("GEMM shape m=", s.m, " n=", s.n, " k=", s.k, " must be positive"));
+  }
+
+  auto plan = std::make_unique<Plan>();
+  CUBLAS_RETURN_IF_ERROR(cublasLtMatmulDescCreate(&plan->op, c.compute_type, c.scale_type));
+  // Column-major view: D^T[n, m] = op(B)^T[n, k] * op(A)^T[k, m]. A row-major [r, c] matrix is a
+  // column-major [c, r] one, so B stored [k, n] is already op(B)^T (no transpose) and B stored
+  // [n, k] (trans_b) needs cuBLASLt's transpose; likewise for A.
+  const cublasOperation_t op_first = c.trans_b ? CUBLAS_OP_T : CUBLAS_OP_N;
+  const cublasOperation_t op_second = c.trans_a ? CUBLAS_OP_T : CUBLAS_OP_N;
+  CUBLAS_RETURN_IF_ERROR(cublasLtMatmulDescSetAttribute(
+                                            plan->op, CUBLASLT_MATMUL_DESC_TRANSA, &op_first,
+                                            sizeof(op_first)));
+  CUBLAS_RETURN_IF_ERROR(cublasLtMatmulDescSetAttribute(
+                                            plan->op, CUBLASLT_MATMUL_DESC_TRANSB, &op_second,
+                                            sizeof(op_second)));
+  CUBLAS_RETURN_IF_ERROR(cublasLtMatmulDescSetAttribute(
+                                              plan->op, CUBLASLT_MATMUL_DESC_EPILOGUE,
+                                              &c.epilogue, sizeof(c.epilogue)));
+  if (IsFp8(c.a_type) || IsFp8(c.b_type)) {
+    const int8_t fast = c.fast_accum ? 1 : 0;
+    CUBLAS_RETURN_IF_ERROR(cublasLtMatmulDescSetAttribute(
+                                plan->op, CUBLASLT_MATMUL_DESC_FAST_ACCUM, &fast, sizeof(fast)));
+  }
+
+  const uint64_t first_rows = c.trans_b ? s.k : s.n, first_cols = c.trans_b ? s.n : s.k;
+  const uint64_t second_rows = c.trans_a ? s.m : s.k, second_cols = c.trans_a ? s.k : s.m;
+  CUBLAS_RETURN_IF_ERROR(cublasLtMatrixLayoutCreate(&plan->first, c.b_type,
+                                                                 first_rows, first_cols,
+                                                                 first_rows));
+  CUBLAS_RETURN_IF_ERROR(cublasLtMatrixLayoutCreate(&plan->second, c.a_type,
+                                                                 second_rows, second_cols,
+                                                                 second_rows));
+  CUBLAS_RETURN_IF_ERROR(cublasLtMatrixLayoutCreate(&plan->out, c.c_type, s.n, s.m, s.n));
+
+  cublasLtMatmulPreference_t pref = nullptr;
+  CUBLAS_RETURN_IF_ERROR(cublasLtMatmulPreferenceCreate(&pref));
+  const uint64_t ws = workspace_bytes_;
+  cublasLtMatmulPreferenceSetAttribute(pref, CUBLASLT_MATMUL_PREF_MAX_WORKSPACE_BYTES, &ws,
+                                       sizeof(ws));
+  cublasLtMatmulHeuristicResult_t result{};
+  int found = 0;
+  const cublasStatus_t hs = cublasLtMatmulAlgoGetHeuristic(
+      handle_, plan->op, plan->first, plan->second, plan->out, plan->out, pref, 1, &result,
+      &found);
+  cublasLtMatmulPreferenceDestroy(pref);
+  if (hs != CUBLAS_STATUS_SUCCESS || found == 0) {
+    return absl::InternalError(absl::StrCat(
+        "cuBLASLt has no algorithm for m=", s.m, " n=", s.n, " k=", s.k,
+        " trans_a=", c.trans_a, " trans_b=", c.trans_b, " types a=", c.a_type, " b=", c.b_type,
+        " d=", c.c_type, ": ", cublasGetStatusName(hs)));
+  }
+  plan->algo = result.algo;
+  const Plan* raw = plan.get();
+  plans_.emplace(key, std::move(plan));
+  return raw;
+}
+
+absl::Status GemmRunner::Run(const GemmConfig& c, const GemmShape& s, const void* a,
+                             const void* b, void* d, cudaStream_t stream) {
+  absl::StatusOr<const Plan*> plan = GetPlan(c, s);
+  if (!plan.ok()) return plan.status();
+  const Plan& p = **plan;
+  // Scale pointers change per call (each tensor has its own), so they are set on the cached
+  // descriptor right before the launch; the engine runs GEMMs from one thread.
+  if (c.a_scale != nullptr || c.b_scale != nullptr || c.d_scale != nullptr) {
+    // Our A is cuBLASLt's B and vice versa.
+    cublasLtMatmulDescSetAttribute(p.op, CUBLASLT_MATMUL_DESC_A_SCALE_POINTER, &c.b_scale,
+                                   sizeof(c.b_scale));
+    cublasLtMatmulDescSetAttribute(p.op, CUBLASLT_MATMUL_DESC_B_SCALE_POINTER, &c.a_scale,
+                                   sizeof(c.a_scale));
+    cublasLtMatmulDescSetAttribute(p.op, CUBLASLT_MATMUL_DESC_D_SCALE_POINTER, &c.d_scale,
+                                   sizeof(c.d_scale));
+  }
+  CUBLAS_RETURN_IF_ERROR(cublasLtMatmul(handle_, p.op, &c.alpha, b, p.first, a, p.second, &c.beta, d,
+                               p.out, d, p.out, &p.algo, workspace_, workspace_bytes_, stream));
+  return absl::OkStatus();
+}
+
+}  // namespace fp8d::kernels
