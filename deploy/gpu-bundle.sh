@@ -1,0 +1,79 @@
+#!/usr/bin/env bash
+# Builds the GPU binaries for Hopper (sm_90a) and packs them into bundle/: stripped binaries
+# plus every shared library they need that the GPU machine lacks (gRPC, protobuf, abseil,
+# spdlog, ...). glibc, libstdc++, libgcc and the CUDA, cuBLAS, cuDNN and NCCL libraries are
+# left out: the GPU machine has them (see shared/GPU.md). bundle/run-gpu-suite.sh runs the GPU
+# tests and the benchmark there and writes logs to $OUT (or bundle/logs).
+#
+#   deploy/gpu-bundle.sh                  # build into build-gpu/, pack bundle/
+#   BUILD_DIR=build-cuda deploy/gpu-bundle.sh
+#   JOBS=2 deploy/gpu-bundle.sh
+set -euo pipefail
+
+ROOT="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
+BUILD_DIR="${BUILD_DIR:-build-gpu}"
+case "$BUILD_DIR" in /*) ;; *) BUILD_DIR="$ROOT/$BUILD_DIR" ;; esac
+BUNDLE="$ROOT/bundle"
+JOBS="${JOBS:-2}"
+MAX_BUNDLE_MB=64
+TARGETS=(fp8d_gpu_tests fp8d-bench)
+OPTIONAL_TARGETS=(fp8d fp8ctl)
+
+cmake -S "$ROOT" -B "$BUILD_DIR" -G Ninja -DCMAKE_BUILD_TYPE=Release \
+  -DCMAKE_CUDA_ARCHITECTURES=90a >/dev/null
+ninja -C "$BUILD_DIR" -j"$JOBS" "${TARGETS[@]}"
+for t in "${OPTIONAL_TARGETS[@]}"; do
+  if ninja -C "$BUILD_DIR" -t targets all 2>/dev/null | grep -q "^$t:"; then
+    ninja -C "$BUILD_DIR" -j"$JOBS" "$t"
+    TARGETS+=("$t")
+  fi
+done
+
+rm -rf "$BUNDLE"
+mkdir -p "$BUNDLE/bin" "$BUNDLE/lib"
+for t in "${TARGETS[@]}"; do
+  bin="$(find "$BUILD_DIR" -type f -name "$t" -perm -u+x | head -n1)"
+  [ -n "$bin" ] || { echo "gpu-bundle: built target $t not found" >&2; exit 1; }
+  cp "$bin" "$BUNDLE/bin/$t"
+  strip --strip-unneeded "$BUNDLE/bin/$t"
+done
+
+# Libraries the GPU machine provides itself.
+SYSTEM_LIBS='^(linux-vdso|ld-linux|libc\.|libm\.|libpthread|libdl\.|librt\.|libutil|libstdc\+\+|libgcc_s|libcuda\.|libcudart|libcublas|libcublasLt|libcudnn|libnccl|libnvrtc|libnvJitLink)'
+for b in "$BUNDLE"/bin/*; do
+  ldd "$b" | awk '/=> \// {print $1, $3}' | while read -r name path; do
+    if ! [[ "$name" =~ $SYSTEM_LIBS ]] && [ ! -e "$BUNDLE/lib/$name" ]; then
+      cp -L "$path" "$BUNDLE/lib/$name"
+      strip --strip-unneeded "$BUNDLE/lib/$name" 2>/dev/null || true
+    fi
+  done
+done
+
+cat > "$BUNDLE/run-gpu-suite.sh" <<'SUITE'
+#!/usr/bin/env bash
+# Runs on the GPU machine: GPU tests, then the benchmark. Logs go to $OUT (or ./logs).
+set -uo pipefail
+HERE="$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)"
+LOGS="${OUT:-$HERE/logs}"
+mkdir -p "$LOGS"
+CUDNN_LIB=/opt/torch/.venv/lib/python3.12/site-packages/nvidia/cudnn/lib
+export LD_LIBRARY_PATH="$HERE/lib:$CUDNN_LIB:/usr/local/cuda/lib64${LD_LIBRARY_PATH:+:$LD_LIBRARY_PATH}"
+nvidia-smi --query-gpu=name,driver_version,memory.total --format=csv,noheader | tee "$LOGS/gpu.txt"
+rc=0
+"$HERE/bin/fp8d_gpu_tests" --gtest_color=no ${GTEST_FILTER:+--gtest_filter=$GTEST_FILTER} \
+  2>&1 | tee "$LOGS/gpu_tests.log" | grep -E '^\[ *(FAILED|PASSED|SKIPPED) |^\[==========\]|Failure|error' 
+[ "${PIPESTATUS[0]}" -eq 0 ] || rc=1
+if [ "${SKIP_BENCH:-0}" != 1 ]; then
+  "$HERE/bin/fp8d-bench" ${BENCH_ARGS:-} 2>&1 | tee "$LOGS/bench.log"
+  [ "${PIPESTATUS[0]}" -eq 0 ] || rc=1
+fi
+exit $rc
+SUITE
+chmod +x "$BUNDLE/run-gpu-suite.sh"
+
+size_mb=$(du -sm "$BUNDLE" | cut -f1)
+echo "gpu-bundle: $BUNDLE is ${size_mb} MiB ($(ls "$BUNDLE/bin" | tr '\n' ' '))"
+if [ "$size_mb" -ge "$MAX_BUNDLE_MB" ]; then
+  echo "gpu-bundle: bundle exceeds ${MAX_BUNDLE_MB} MiB" >&2
+  exit 1
+fi
