@@ -1,0 +1,123 @@
+#include "kernels/rmsnorm.cuh"
+
+#include "kernels/cuda_check.h"
+#include "kernels/device_common.cuh"
+
+namespace fp8d::kernels {
+namespace {
+
+constexpr int kRowsPerBlock = 8;             // one warp per row
+constexpr int kDweightRowsPerChunk = 128;    // rows one partial sum of dweight covers
+constexpr int kDweightThreads = 256;         // columns per block in the dweight passes
+
+__global__ void RmsNormForwardKernel(__nv_bfloat16* y, float* rstd, const __nv_bfloat16* x,
+                                     const float* weight, int64_t rows, int channels,
+                                     float eps) {
+  const int lane = threadIdx.x % kWarpSize;
+  const int64_t row = static_cast<int64_t>(blockIdx.x) * kRowsPerBlock + threadIdx.x / kWarpSize;
+  if (row >= rows) return;
+  const __nv_bfloat16* xr = x + row * channels;
+  float sum_sq = 0.f;
+  for (int c = lane; c < channels; c += kWarpSize) {
+    const float v = __bfloat162float(xr[c]);
+    sum_sq += v * v;
+  }
+  sum_sq = WarpSum(sum_sq);
+  const float r = rsqrtf(sum_sq / channels + eps);
+  __nv_bfloat16* yr = y + row * channels;
+  for (int c = lane; c < channels; c += kWarpSize) {
+    yr[c] = __float2bfloat16_rn(__bfloat162float(xr[c]) * r * weight[c]);
+  }
+  if (rstd != nullptr && lane == 0) rstd[row] = r;
+}
+
+__global__ void RmsNormBackwardDxKernel(__nv_bfloat16* dx, const __nv_bfloat16* dy,
+                                        const __nv_bfloat16* x, const float* weight,
+                                        const float* rstd, int64_t rows, int channels,
+                                        bool accumulate_dx) {
+  const int lane = threadIdx.x % kWarpSize;
+  const int64_t row = static_cast<int64_t>(blockIdx.x) * kRowsPerBlock + threadIdx.x / kWarpSize;
+  if (row >= rows) return;
+  const __nv_bfloat16* xr = x + row * channels;
+  const __nv_bfloat16* dyr = dy + row * channels;
+  const float r = rstd[row];
+  // mean over c of g[c] * xhat[c], with g = dy * w and xhat = x * rstd.
+  float dot = 0.f;
+  for (int c = lane; c < channels; c += kWarpSize) {
+    dot += __bfloat162float(dyr[c]) * weight[c] * __bfloat162float(xr[c]) * r;
+  }
+  const float mean_gx = WarpSum(dot) / channels;
+  __nv_bfloat16* dxr = dx + row * channels;
+  for (int c = lane; c < channels; c += kWarpSize) {
+    const float g = __bfloat162float(dyr[c]) * weight[c];
+    const float xhat = __bfloat162float(xr[c]) * r;
+    float v = r * (g - xhat * mean_gx);
+    if (accumulate_dx) v += __bfloat162float(dxr[c]);
+    dxr[c] = __float2bfloat16_rn(v);
+  }
+}
+
+// partial[chunk, c] = sum over the chunk's rows of dy * x * rstd, rows in increasing order.
+__global__ void RmsNormDweightPartialKernel(float* partial, const __nv_bfloat16* dy,
+                                            const __nv_bfloat16* x, const float* rstd,
+                                            int64_t rows, int channels) {
+  const int c = blockIdx.x * blockDim.x + threadIdx.x;
+  if (c >= channels) return;
+  const int64_t begin = static_cast<int64_t>(blockIdx.y) * kDweightRowsPerChunk;
+  const int64_t end = min(begin + kDweightRowsPerChunk, rows);
+  float acc = 0.f;
+  for (int64_t i = begin; i < end; ++i) {
+    acc += __bfloat162float(dy[i * channels + c]) * __bfloat162float(x[i * channels + c]) * rstd[i];
+  }
+  partial[static_cast<int64_t>(blockIdx.y) * channels + c] = acc;
+}
+
+__global__ void RmsNormDweightFinalizeKernel(float* dweight, const float* partial, int chunks,
+                                             int channels) {
+  const int c = blockIdx.x * blockDim.x + threadIdx.x;
+  if (c >= channels) return;
+  float acc = 0.f;
+  for (int k = 0; k < chunks; ++k) acc += partial[static_cast<int64_t>(k) * channels + c];
+  dweight[c] += acc;
+}
+
+int DweightChunks(int64_t rows) { return static_cast<int>(CeilDiv(rows, kDweightRowsPerChunk)); }
+
+}  // namespace
+
+void RmsNormForward(cudaStream_t stream, __nv_bfloat16* y, float* rstd, const __nv_bfloat16* x,
+                    const float* weight, int64_t rows, int channels, float eps) {
+  if (rows == 0) return;
+  const int blocks = static_cast<int>(CeilDiv(rows, kRowsPerBlock));
+  RmsNormForwardKernel<<<blocks, kRowsPerBlock * kWarpSize, 0, stream>>>(y, rstd, x, weight, rows,
+                                                                          channels, eps);
+  CUDA_CHECK_LAUNCH();
+}
+
+size_t RmsNormBackwardWorkspaceBytes(int64_t rows, int channels) {
+  return sizeof(float) * static_cast<size_t>(DweightChunks(rows)) * channels;
+}
+
+void RmsNormBackward(cudaStream_t stream, __nv_bfloat16* dx, float* dweight,
+                     const __nv_bfloat16* dy, const __nv_bfloat16* x, const float* weight,
+                     const float* rstd, int64_t rows, int channels, bool accumulate_dx,
+                     void* workspace, size_t workspace_bytes) {
+  if (rows == 0) return;
+  FP8D_KERNELS_CHECK(workspace_bytes >= RmsNormBackwardWorkspaceBytes(rows, channels));
+  // dweight first: with dx aliasing dy, the dx pass overwrites dy.
+  const int chunks = DweightChunks(rows);
+  float* partial = static_cast<float*>(workspace);
+  const dim3 grid(static_cast<unsigned>(CeilDiv(channels, kDweightThreads)), chunks);
+  RmsNormDweightPartialKernel<<<grid, kDweightThreads, 0, stream>>>(partial, dy, x, rstd, rows,
+                                                                    channels);
+  CUDA_CHECK_LAUNCH();
+  RmsNormDweightFinalizeKernel<<<static_cast<unsigned>(CeilDiv(channels, kDweightThreads)),
+                                 kDweightThreads, 0, stream>>>(dweight, partial, chunks, channels);
+  CUDA_CHECK_LAUNCH();
+  const int blocks = static_cast<int>(CeilDiv(rows, kRowsPerBlock));
+  RmsNormBackwardDxKernel<<<blocks, kRowsPerBlock * kWarpSize, 0, stream>>>(
+      dx, dy, x, weight, rstd, rows, channels, accumulate_dx);
+  CUDA_CHECK_LAUNCH();
+}
+
+}  // namespace fp8d::kernels
