@@ -1,0 +1,218 @@
+// fp8d: the training daemon. Owns the accelerator, runs one job at a time from a FIFO queue, and
+// serves fp8d.v1.Trainer, grpc.health.v1 and server reflection.
+//
+//   fp8d --listen 127.0.0.1:7070 --state-dir DIR [--data-root DIR] [--token-file F]
+//        [--tls-cert F --tls-key F] [--engine auto|cpu|cuda] [--max-queued N]
+//
+// SIGTERM/SIGINT: the running job is stopped with a checkpoint (it resumes on the next start),
+// streams end, and the process exits 0.
+#include <signal.h>
+
+#include <chrono>
+#include <cstdio>
+#include <filesystem>
+#include <fstream>
+#include <map>
+#include <memory>
+#include <sstream>
+#include <string>
+
+#include <grpcpp/ext/proto_server_reflection_plugin.h>
+#include <grpcpp/grpcpp.h>
+#include <grpcpp/health_check_service_interface.h>
+
+#include "absl/strings/numbers.h"
+#include "absl/strings/str_cat.h"
+#include "server/bearer_token.h"
+#include "server/engine_factory.h"
+#include "server/job_registry.h"
+#include "server/listen_address.h"
+#include "server/trainer_service.h"
+#include "spdlog/spdlog.h"
+
+namespace {
+
+constexpr int kExitUsage = 2;
+constexpr int kExitStartup = 1;
+// Largest request accepted (a job file's text is the biggest thing a client sends).
+constexpr int kMaxRequestBytes = 8 * 1024 * 1024;
+// How long in-flight calls get to finish on shutdown before they are cancelled.
+constexpr auto kShutdownGrace = std::chrono::seconds(5);
+
+constexpr char kUsage[] =
+    "usage: fp8d --listen HOST:PORT --state-dir DIR [--data-root DIR] [--token-file F]\n"
+    "            [--tls-cert F --tls-key F] [--engine auto|cpu|cuda] [--max-queued N]\n"
+    "Listening beyond loopback requires --token-file or --tls-cert/--tls-key.\n"
+    "--data-root defaults to the current directory; job data paths must lie inside it.\n";
+
+struct Flags {
+  std::string listen = "127.0.0.1:7070";
+  std::string state_dir;
+  std::string data_root;
+  std::string token_file;
+  std::string tls_cert;
+  std::string tls_key;
+  std::string engine = "auto";
+  int max_queued = 64;
+};
+
+bool ParseFlags(int argc, char** argv, Flags* f, std::string* error) {
+  std::map<std::string, std::string*> strings = {
+      {"--listen", &f->listen},     {"--state-dir", &f->state_dir}, {"--data-root", &f->data_root},
+      {"--token-file", &f->token_file}, {"--tls-cert", &f->tls_cert}, {"--tls-key", &f->tls_key},
+      {"--engine", &f->engine}};
+  for (int i = 1; i < argc; ++i) {
+    std::string arg = argv[i];
+    std::string value;
+    bool has_value = false;
+    if (auto eq = arg.find('='); eq != std::string::npos) {
+      value = arg.substr(eq + 1);
+      arg = arg.substr(0, eq);
+      has_value = true;
+    }
+    if (arg == "--help" || arg == "-h") {
+      *error = "";
+      return false;
+    }
+    const bool known = strings.count(arg) || arg == "--max-queued";
+    if (!known) {
+      *error = absl::StrCat("unknown flag ", arg);
+      return false;
+    }
+    if (!has_value) {
+      if (i + 1 >= argc) {
+        *error = absl::StrCat("flag ", arg, " needs a value");
+        return false;
+      }
+      value = argv[++i];
+    }
+    if (arg == "--max-queued") {
+      if (!absl::SimpleAtoi(value, &f->max_queued) || f->max_queued < 1) {
+        *error = "--max-queued must be an integer >= 1";
+        return false;
+      }
+    } else {
+      *strings[arg] = value;
+    }
+  }
+  if (f->state_dir.empty()) {
+    *error = "--state-dir is required";
+    return false;
+  }
+  if (f->tls_cert.empty() != f->tls_key.empty()) {
+    *error = "--tls-cert and --tls-key go together";
+    return false;
+  }
+  return true;
+}
+
+bool ReadFile(const std::string& path, std::string* out) {
+  std::ifstream in(path, std::ios::binary);
+  if (!in) return false;
+  std::stringstream ss;
+  ss << in.rdbuf();
+  *out = ss.str();
+  return true;
+}
+
+}  // namespace
+
+int main(int argc, char** argv) {
+  // Block the stop signals in every thread; the main thread takes them with sigwait below.
+  sigset_t stop_signals;
+  sigemptyset(&stop_signals);
+  sigaddset(&stop_signals, SIGTERM);
+  sigaddset(&stop_signals, SIGINT);
+  pthread_sigmask(SIG_BLOCK, &stop_signals, nullptr);
+
+  Flags flags;
+  std::string error;
+  if (!ParseFlags(argc, argv, &flags, &error)) {
+    if (!error.empty()) std::fprintf(stderr, "fp8d: %s\n", error.c_str());
+    std::fputs(kUsage, stderr);
+    return error.empty() ? 0 : kExitUsage;
+  }
+  auto addr = fp8d::ParseListenAddress(flags.listen);
+  if (!addr.ok()) {
+    std::fprintf(stderr, "fp8d: %s\n", std::string(addr.status().message()).c_str());
+    return kExitUsage;
+  }
+  const bool tls = !flags.tls_cert.empty();
+  if (!fp8d::IsLoopbackHost(addr->host) && flags.token_file.empty() && !tls) {
+    std::fprintf(stderr,
+                 "fp8d: refusing to listen on %s without authentication: %s is not a loopback "
+                 "address; give --token-file or --tls-cert/--tls-key\n",
+                 flags.listen.c_str(), addr->host.c_str());
+    return kExitUsage;
+  }
+  std::string token;
+  if (!flags.token_file.empty()) {
+    auto t = fp8d::ReadTokenFile(flags.token_file);
+    if (!t.ok()) {
+      std::fprintf(stderr, "fp8d: %s\n", std::string(t.status().message()).c_str());
+      return kExitUsage;
+    }
+    token = *t;
+  }
+  if (flags.data_root.empty()) flags.data_root = std::filesystem::current_path().string();
+
+  auto device = fp8d::ProbeDevice(flags.engine);
+  if (!device.ok()) {
+    std::fprintf(stderr, "fp8d: --engine %s: %s\n", flags.engine.c_str(),
+                 device.status().ToString().c_str());
+    return kExitStartup;
+  }
+  fp8d::RegistryOptions options;
+  options.state_dir = flags.state_dir;
+  options.data_root = flags.data_root;
+  options.engine_choice = flags.engine;
+  options.max_queued_jobs = flags.max_queued;
+  fp8d::JobRegistry registry(options, *device);
+  if (absl::Status s = registry.Load(); !s.ok()) {
+    std::fprintf(stderr, "fp8d: %s\n", s.ToString().c_str());
+    return kExitStartup;
+  }
+
+  std::shared_ptr<grpc::ServerCredentials> creds;
+  if (tls) {
+    grpc::SslServerCredentialsOptions ssl;
+    grpc::SslServerCredentialsOptions::PemKeyCertPair pair;
+    if (!ReadFile(flags.tls_key, &pair.private_key) || !ReadFile(flags.tls_cert, &pair.cert_chain)) {
+      std::fprintf(stderr, "fp8d: cannot read --tls-cert/--tls-key\n");
+      return kExitUsage;
+    }
+    ssl.pem_key_cert_pairs.push_back(pair);
+    creds = grpc::SslServerCredentials(ssl);
+  } else {
+    creds = grpc::InsecureServerCredentials();
+  }
+
+  fp8d::TrainerService service(&registry, token);
+  grpc::EnableDefaultHealthCheckService(true);
+  grpc::reflection::InitProtoReflectionServerBuilderPlugin();
+  grpc::ServerBuilder builder;
+  int port = 0;
+  builder.AddListeningPort(flags.listen, creds, &port);
+  builder.RegisterService(&service);
+  builder.SetMaxReceiveMessageSize(kMaxRequestBytes);
+  std::unique_ptr<grpc::Server> server = builder.BuildAndStart();
+  if (!server || port == 0) {
+    std::fprintf(stderr, "fp8d: cannot listen on %s\n", flags.listen.c_str());
+    return kExitStartup;
+  }
+  registry.Start();
+  spdlog::info("fp8d listening on {}:{} (engine {}, device {}, auth {}, state {})", addr->host,
+               port, device->engine, device->name,
+               tls ? (token.empty() ? "tls" : "tls+token") : (token.empty() ? "none" : "token"),
+               flags.state_dir);
+
+  int signal_number = 0;
+  sigwait(&stop_signals, &signal_number);
+  spdlog::info("signal {}: checkpointing the running job and shutting down", signal_number);
+  server->GetHealthCheckService()->SetServingStatus(false);
+  registry.Shutdown();  // stops training with a checkpoint and ends every stream
+  server->Shutdown(std::chrono::system_clock::now() + kShutdownGrace);
+  server->Wait();
+  spdlog::info("fp8d stopped");
+  return 0;
+}

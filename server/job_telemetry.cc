@@ -1,0 +1,62 @@
+#include "server/job_telemetry.h"
+
+#include <filesystem>
+
+#include "spdlog/spdlog.h"
+
+namespace fp8d {
+namespace fs = std::filesystem;
+
+namespace {
+
+int64_t FileSize(const std::string& path) {
+  std::error_code ec;
+  const auto size = fs::file_size(path, ec);
+  return ec ? -1 : static_cast<int64_t>(size);
+}
+
+}  // namespace
+
+absl::StatusOr<std::unique_ptr<JobTelemetry>> JobTelemetry::Open(const std::string& job_dir,
+                                                                  std::shared_ptr<JobFeeds> feeds,
+                                                                  MetricObserver observer) {
+  auto log = MetricLog::Open(job_dir);
+  if (!log.ok()) return log.status();
+  feeds->metrics.Reopen();
+  feeds->amax.Reopen();
+  auto telemetry = std::unique_ptr<JobTelemetry>(
+      new JobTelemetry(*std::move(log), std::move(feeds), std::move(observer)));
+  telemetry->metric_end_ = FileSize(telemetry->log_->metric_path());
+  telemetry->amax_end_ = FileSize(telemetry->log_->amax_path());
+  return telemetry;
+}
+
+JobTelemetry::JobTelemetry(std::unique_ptr<MetricLog> log, std::shared_ptr<JobFeeds> feeds,
+                           MetricObserver observer)
+    : log_(std::move(log)), feeds_(std::move(feeds)), observer_(std::move(observer)) {}
+
+void JobTelemetry::OnMetric(const fp8d::v1::MetricRecord& record) {
+  fp8d::v1::MetricRecord stored = record;
+  auto seq = log_->AppendMetric(&stored);
+  if (!seq.ok()) {
+    // Training goes on; the record is missing from the log and therefore from every stream.
+    spdlog::warn("metric log {}: {}", log_->metric_path(), seq.status().ToString());
+  } else {
+    const int64_t end = FileSize(log_->metric_path());
+    feeds_->metrics.Publish(stored, metric_end_, end);
+    metric_end_ = end;
+  }
+  if (observer_) observer_(stored);
+}
+
+void JobTelemetry::OnAmax(const fp8d::v1::AmaxRecord& record) {
+  if (absl::Status s = log_->AppendAmax(record); !s.ok()) {
+    spdlog::warn("amax log {}: {}", log_->amax_path(), s.ToString());
+    return;
+  }
+  const int64_t end = FileSize(log_->amax_path());
+  feeds_->amax.Publish(record, amax_end_, end);
+  amax_end_ = end;
+}
+
+}  // namespace fp8d

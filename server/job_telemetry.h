@@ -1,0 +1,54 @@
+// A running job's MetricSink: appends every record to the job's persisted logs, then publishes
+// it to the in-memory feeds that wake StreamMetrics/StreamAmax followers, then tells the
+// registry (progress shown by GetJob). Runs on the training thread and never waits for a client.
+#pragma once
+
+#include <functional>
+#include <memory>
+#include <string>
+
+#include "absl/status/statusor.h"
+#include "core/metric_log.h"
+#include "core/trainer.h"
+#include "fp8d/v1/telemetry.pb.h"
+#include "server/record_feed.h"
+
+namespace fp8d {
+
+// Records kept in memory per job for followers that keep up; a follower further behind reads
+// the log file. Amax records are larger (every FP8 tensor), so fewer are kept.
+inline constexpr size_t kMetricFeedCapacity = 1024;
+inline constexpr size_t kAmaxFeedCapacity = 64;
+
+struct JobFeeds {
+  RecordFeed<fp8d::v1::MetricRecord> metrics{kMetricFeedCapacity};
+  RecordFeed<fp8d::v1::AmaxRecord> amax{kAmaxFeedCapacity};
+};
+
+class JobTelemetry : public MetricSink {
+ public:
+  using MetricObserver = std::function<void(const fp8d::v1::MetricRecord&)>;
+
+  // Opens (or recovers and continues) the logs in `job_dir` and reopens `feeds`.
+  static absl::StatusOr<std::unique_ptr<JobTelemetry>> Open(const std::string& job_dir,
+                                                            std::shared_ptr<JobFeeds> feeds,
+                                                            MetricObserver observer);
+
+  void OnMetric(const fp8d::v1::MetricRecord& record) override;
+  void OnAmax(const fp8d::v1::AmaxRecord& record) override;
+
+  // For records the daemon writes itself (a job that fails before its trainer exists).
+  void Emit(const fp8d::v1::MetricRecord& record) { OnMetric(record); }
+
+ private:
+  JobTelemetry(std::unique_ptr<MetricLog> log, std::shared_ptr<JobFeeds> feeds,
+               MetricObserver observer);
+
+  std::unique_ptr<MetricLog> log_;
+  std::shared_ptr<JobFeeds> feeds_;
+  MetricObserver observer_;
+  int64_t metric_end_ = 0;  // byte offset of the end of each log (only this thread appends)
+  int64_t amax_end_ = 0;
+};
+
+}  // namespace fp8d

@@ -1,0 +1,280 @@
+#include "server/trainer_service.h"
+
+#include <filesystem>
+#include <optional>
+#include <regex>
+
+#include "absl/strings/str_cat.h"
+#include "absl/time/time.h"
+#include "core/metric_log.h"
+#include "server/bearer_token.h"
+#include "server/checkpoint_catalog.h"
+#include "server/grpc_status.h"
+
+namespace fp8d {
+namespace v1 = fp8d::v1;
+
+namespace {
+
+// How often a follower with nothing to send re-checks for a cancelled call or an ended job.
+constexpr absl::Duration kFollowPoll = absl::Milliseconds(500);
+
+template <typename T>
+grpc::Status Reply(const absl::StatusOr<T>& result, T* out) {
+  if (!result.ok()) return ToGrpcStatus(result.status());
+  *out = *result;
+  return grpc::Status::OK;
+}
+
+// Replays a job's log from the start and, when `follow`, keeps sending new records until the
+// job ends. Records come from the feed's buffer when the follower is at its position and from
+// the log file otherwise. `read(offset)` reads the file; `keep` filters and may rewrite.
+template <typename Record, typename ReadFn, typename KeepFn>
+grpc::Status ReplayAndFollow(grpc::ServerContext* ctx, RecordFeed<Record>& feed, ReadFn read,
+                             KeepFn keep, const std::function<bool()>& ended, bool follow,
+                             grpc::ServerWriter<Record>* writer) {
+  int64_t offset = 0;   // byte offset in the log; 0 = not read yet
+  bool last_pass = false;
+  while (true) {
+    if (ctx->IsCancelled()) return grpc::Status(grpc::StatusCode::CANCELLED, "stream cancelled");
+    const int64_t seen = feed.version();
+    std::vector<Record> batch;
+    auto taken = offset > 0 ? feed.TakeFrom(offset) : typename RecordFeed<Record>::Taken{};
+    if (taken.served) {
+      batch = std::move(taken.records);
+      offset = taken.next_offset;
+    } else {
+      auto read_result = read(offset);
+      if (read_result.ok()) {
+        batch = std::move(read_result->records);
+        offset = read_result->next_offset;
+      } else if (!absl::IsNotFound(read_result.status())) {  // a queued job has no log yet
+        return ToGrpcStatus(read_result.status());
+      }
+    }
+    for (Record& record : batch) {
+      if (!keep(&record)) continue;
+      if (!writer->Write(record)) return grpc::Status::OK;  // the client went away
+    }
+    if (!batch.empty()) continue;
+    if (!follow || last_pass) return grpc::Status::OK;
+    if (ended()) {
+      last_pass = true;  // records appended before the end was observed: one more read
+      continue;
+    }
+    feed.WaitForChange(seen, kFollowPoll);
+  }
+}
+
+}  // namespace
+
+class TrainerService::StreamSlot {
+ public:
+  explicit StreamSlot(std::atomic<int>* count) : count_(count) {
+    acquired_ = count_->fetch_add(1) < kMaxConcurrentStreams;
+  }
+  ~StreamSlot() { count_->fetch_sub(1); }
+  grpc::Status status() const {
+    if (acquired_) return grpc::Status::OK;
+    return grpc::Status(grpc::StatusCode::RESOURCE_EXHAUSTED,
+                        absl::StrCat("too many concurrent streams: the limit is ",
+                                     kMaxConcurrentStreams));
+  }
+
+ private:
+  std::atomic<int>* count_;
+  bool acquired_ = false;
+};
+
+TrainerService::TrainerService(JobRegistry* registry, std::string token)
+    : registry_(registry), token_(std::move(token)) {}
+
+grpc::Status TrainerService::Authorize(const grpc::ServerContext* ctx) const {
+  if (token_.empty()) return grpc::Status::OK;
+  const auto& md = ctx->client_metadata();
+  auto it = md.find("authorization");
+  const bool present = it != md.end();
+  absl::string_view header = present ? absl::string_view(it->second.data(), it->second.size())
+                                    : absl::string_view();
+  return ToGrpcStatus(CheckBearer(token_, present, header));
+}
+
+#define FP8D_AUTHORIZE(ctx)                                   \
+  do {                                                        \
+    if (grpc::Status auth = Authorize(ctx); !auth.ok()) return auth; \
+  } while (0)
+
+grpc::Status TrainerService::GetServerInfo(grpc::ServerContext* ctx,
+                                           const v1::GetServerInfoRequest*, v1::ServerInfo* resp) {
+  FP8D_AUTHORIZE(ctx);
+  *resp = registry_->Info();
+  return grpc::Status::OK;
+}
+
+grpc::Status TrainerService::SubmitJob(grpc::ServerContext* ctx, const v1::SubmitJobRequest* req,
+                                       v1::Job* resp) {
+  FP8D_AUTHORIZE(ctx);
+  return Reply(registry_->Submit(*req), resp);
+}
+
+grpc::Status TrainerService::GetJob(grpc::ServerContext* ctx, const v1::GetJobRequest* req,
+                                    v1::Job* resp) {
+  FP8D_AUTHORIZE(ctx);
+  return Reply(registry_->Get(req->name()), resp);
+}
+
+grpc::Status TrainerService::ListJobs(grpc::ServerContext* ctx, const v1::ListJobsRequest* req,
+                                      v1::ListJobsResponse* resp) {
+  FP8D_AUTHORIZE(ctx);
+  return Reply(registry_->List(req->page_size(), req->page_token()), resp);
+}
+
+grpc::Status TrainerService::CancelJob(grpc::ServerContext* ctx, const v1::CancelJobRequest* req,
+                                       v1::Job* resp) {
+  FP8D_AUTHORIZE(ctx);
+  return Reply(registry_->Cancel(req->name()), resp);
+}
+
+grpc::Status TrainerService::PauseJob(grpc::ServerContext* ctx, const v1::PauseJobRequest* req,
+                                      v1::Job* resp) {
+  FP8D_AUTHORIZE(ctx);
+  return Reply(registry_->Pause(req->name()), resp);
+}
+
+grpc::Status TrainerService::ResumeJob(grpc::ServerContext* ctx, const v1::ResumeJobRequest* req,
+                                       v1::Job* resp) {
+  FP8D_AUTHORIZE(ctx);
+  return Reply(registry_->Resume(req->name()), resp);
+}
+
+grpc::Status TrainerService::UpdateRecipe(grpc::ServerContext* ctx,
+                                          const v1::UpdateRecipeRequest* req,
+                                          v1::UpdateRecipeResponse* resp) {
+  FP8D_AUTHORIZE(ctx);
+  return Reply(registry_->UpdateRecipe(*req), resp);
+}
+
+grpc::Status TrainerService::GetRecipe(grpc::ServerContext* ctx, const v1::GetRecipeRequest* req,
+                                       v1::RecipeState* resp) {
+  FP8D_AUTHORIZE(ctx);
+  return Reply(registry_->GetRecipe(req->name()), resp);
+}
+
+grpc::Status TrainerService::StreamMetrics(grpc::ServerContext* ctx,
+                                           const v1::StreamMetricsRequest* req,
+                                           grpc::ServerWriter<v1::MetricRecord>* writer) {
+  FP8D_AUTHORIZE(ctx);
+  StreamSlot slot(&streams_);
+  if (!slot.status().ok()) return slot.status();
+  if (req->from_step() < 0) {
+    return grpc::Status(grpc::StatusCode::INVALID_ARGUMENT,
+                        absl::StrCat("from_step ", req->from_step(), " must be >= 0"));
+  }
+  auto source = registry_->Stream(req->name());
+  if (!source.ok()) return ToGrpcStatus(source.status());
+  const int64_t from_step = req->from_step();
+  const std::string path = source->metric_log;
+  const std::string id = source->job_id;
+  return ReplayAndFollow<v1::MetricRecord>(
+      ctx, source->feeds->metrics,
+      [&](int64_t offset) { return ReadMetricLog(path, 0, from_step, offset); },
+      [&](v1::MetricRecord* r) { return MetricRecordStep(*r) >= from_step; },
+      [&] { return registry_->StreamEnded(id); }, req->follow(), writer);
+}
+
+grpc::Status TrainerService::StreamAmax(grpc::ServerContext* ctx,
+                                        const v1::StreamAmaxRequest* req,
+                                        grpc::ServerWriter<v1::AmaxRecord>* writer) {
+  FP8D_AUTHORIZE(ctx);
+  StreamSlot slot(&streams_);
+  if (!slot.status().ok()) return slot.status();
+  if (req->from_step() < 0) {
+    return grpc::Status(grpc::StatusCode::INVALID_ARGUMENT,
+                        absl::StrCat("from_step ", req->from_step(), " must be >= 0"));
+  }
+  std::optional<std::regex> layer_regex;
+  if (!req->layer_regex().empty()) {
+    try {
+      layer_regex.emplace(req->layer_regex(), std::regex::ECMAScript);
+    } catch (const std::regex_error& e) {
+      return grpc::Status(grpc::StatusCode::INVALID_ARGUMENT,
+                          absl::StrCat("layer_regex `", req->layer_regex(),
+                                       "` is not a valid ECMAScript regex: ", e.what()));
+    }
+  }
+  auto source = registry_->Stream(req->name());
+  if (!source.ok()) return ToGrpcStatus(source.status());
+  const int64_t from_step = req->from_step();
+  const std::string path = source->amax_log;
+  const std::string id = source->job_id;
+  return ReplayAndFollow<v1::AmaxRecord>(
+      ctx, source->feeds->amax,
+      [&](int64_t offset) { return ReadAmaxLog(path, from_step, offset); },
+      [&](v1::AmaxRecord* r) {
+        if (r->step() < from_step) return false;
+        if (!layer_regex) return true;
+        // Keep only the tensors of matching layers (partial match, like grep).
+        auto* tensors = r->mutable_tensors();
+        tensors->erase(std::remove_if(tensors->begin(), tensors->end(),
+                                      [&](const v1::TensorAmax& t) {
+                                        return !std::regex_search(t.layer(), *layer_regex);
+                                      }),
+                       tensors->end());
+        return !tensors->empty();
+      },
+      [&] { return registry_->StreamEnded(id); }, req->follow(), writer);
+}
+
+grpc::Status TrainerService::SaveCheckpoint(grpc::ServerContext* ctx,
+                                            const v1::SaveCheckpointRequest* req,
+                                            v1::Checkpoint* resp) {
+  FP8D_AUTHORIZE(ctx);
+  return Reply(registry_->SaveCheckpoint(req->name()), resp);
+}
+
+grpc::Status TrainerService::ListCheckpoints(grpc::ServerContext* ctx,
+                                             const v1::ListCheckpointsRequest* req,
+                                             v1::ListCheckpointsResponse* resp) {
+  FP8D_AUTHORIZE(ctx);
+  auto list = registry_->ListCheckpoints(req->name());
+  if (!list.ok()) return ToGrpcStatus(list.status());
+  for (auto& c : *list) *resp->add_checkpoints() = std::move(c);
+  return grpc::Status::OK;
+}
+
+grpc::Status TrainerService::PullCheckpoint(grpc::ServerContext* ctx,
+                                            const v1::PullCheckpointRequest* req,
+                                            grpc::ServerWriter<v1::CheckpointChunk>* writer) {
+  FP8D_AUTHORIZE(ctx);
+  StreamSlot slot(&streams_);
+  if (!slot.status().ok()) return slot.status();
+  auto file = registry_->CheckpointFile(req->name());
+  if (!file.ok()) return ToGrpcStatus(file.status());
+  const auto& [checkpoint, path] = *file;
+  auto sha = registry_->catalog().Sha256(path);
+  if (!sha.ok()) return ToGrpcStatus(sha.status());
+  std::error_code ec;
+  const auto size = static_cast<int64_t>(std::filesystem::file_size(path, ec));
+  if (req->offset() < 0 || req->offset() > size) {
+    return grpc::Status(grpc::StatusCode::OUT_OF_RANGE,
+                        absl::StrCat("offset ", req->offset(), " is outside ", checkpoint,
+                                     ": allowed 0..", size));
+  }
+  int64_t offset = req->offset();
+  do {  // at least one chunk, so a pull of a complete file still learns size and hash
+    if (ctx->IsCancelled()) return grpc::Status(grpc::StatusCode::CANCELLED, "pull cancelled");
+    auto data = ReadFileRange(path, offset, kMaxPullChunkBytes);
+    if (!data.ok()) return ToGrpcStatus(data.status());
+    v1::CheckpointChunk chunk;
+    chunk.set_checkpoint(checkpoint);
+    chunk.set_offset(offset);
+    chunk.set_total_size(size);
+    chunk.set_sha256(*sha);
+    offset += static_cast<int64_t>(data->size());
+    *chunk.mutable_data() = *std::move(data);
+    if (!writer->Write(chunk)) return grpc::Status::OK;
+  } while (offset < size);
+  return grpc::Status::OK;
+}
+
+}  // namespace fp8d

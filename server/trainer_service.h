@@ -1,0 +1,62 @@
+// fp8d.v1.Trainer over gRPC: authentication, request checks, and the translation between the
+// registry (absl::Status) and the wire (grpc::Status via server/grpc_status.h). Streams replay
+// the persisted logs and then follow the job through its in-memory feeds.
+#pragma once
+
+#include <atomic>
+#include <string>
+
+#include "fp8d/v1/trainer.grpc.pb.h"
+#include "server/job_registry.h"
+
+namespace fp8d {
+
+// Concurrent StreamMetrics/StreamAmax/PullCheckpoint calls beyond this get RESOURCE_EXHAUSTED.
+inline constexpr int kMaxConcurrentStreams = 128;
+
+class TrainerService final : public fp8d::v1::Trainer::Service {
+ public:
+  // `token` empty = no authentication (loopback only; fp8d_main enforces that).
+  TrainerService(JobRegistry* registry, std::string token);
+
+  grpc::Status GetServerInfo(grpc::ServerContext* ctx, const fp8d::v1::GetServerInfoRequest* req,
+                             fp8d::v1::ServerInfo* resp) override;
+  grpc::Status SubmitJob(grpc::ServerContext* ctx, const fp8d::v1::SubmitJobRequest* req,
+                         fp8d::v1::Job* resp) override;
+  grpc::Status GetJob(grpc::ServerContext* ctx, const fp8d::v1::GetJobRequest* req,
+                      fp8d::v1::Job* resp) override;
+  grpc::Status ListJobs(grpc::ServerContext* ctx, const fp8d::v1::ListJobsRequest* req,
+                        fp8d::v1::ListJobsResponse* resp) override;
+  grpc::Status CancelJob(grpc::ServerContext* ctx, const fp8d::v1::CancelJobRequest* req,
+                         fp8d::v1::Job* resp) override;
+  grpc::Status PauseJob(grpc::ServerContext* ctx, const fp8d::v1::PauseJobRequest* req,
+                        fp8d::v1::Job* resp) override;
+  grpc::Status ResumeJob(grpc::ServerContext* ctx, const fp8d::v1::ResumeJobRequest* req,
+                         fp8d::v1::Job* resp) override;
+  grpc::Status UpdateRecipe(grpc::ServerContext* ctx, const fp8d::v1::UpdateRecipeRequest* req,
+                            fp8d::v1::UpdateRecipeResponse* resp) override;
+  grpc::Status GetRecipe(grpc::ServerContext* ctx, const fp8d::v1::GetRecipeRequest* req,
+                         fp8d::v1::RecipeState* resp) override;
+  grpc::Status StreamMetrics(grpc::ServerContext* ctx, const fp8d::v1::StreamMetricsRequest* req,
+                             grpc::ServerWriter<fp8d::v1::MetricRecord>* writer) override;
+  grpc::Status StreamAmax(grpc::ServerContext* ctx, const fp8d::v1::StreamAmaxRequest* req,
+                          grpc::ServerWriter<fp8d::v1::AmaxRecord>* writer) override;
+  grpc::Status SaveCheckpoint(grpc::ServerContext* ctx, const fp8d::v1::SaveCheckpointRequest* req,
+                              fp8d::v1::Checkpoint* resp) override;
+  grpc::Status ListCheckpoints(grpc::ServerContext* ctx,
+                               const fp8d::v1::ListCheckpointsRequest* req,
+                               fp8d::v1::ListCheckpointsResponse* resp) override;
+  grpc::Status PullCheckpoint(grpc::ServerContext* ctx, const fp8d::v1::PullCheckpointRequest* req,
+                              grpc::ServerWriter<fp8d::v1::CheckpointChunk>* writer) override;
+
+ private:
+  grpc::Status Authorize(const grpc::ServerContext* ctx) const;
+  // Counts a stream for its lifetime; refuses beyond kMaxConcurrentStreams.
+  class StreamSlot;
+
+  JobRegistry* registry_;
+  const std::string token_;
+  std::atomic<int> streams_{0};
+};
+
+}  // namespace fp8d
