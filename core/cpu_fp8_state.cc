@@ -23,7 +23,6 @@ CpuFp8State::CpuFp8State(const ModelConfig& model, const RecipeConfig& recipe)
     : model_(model), recipe_(recipe), layers_(GemmLayerNames(model)) {
   ResetScaling();
   step_fp8_.assign(layers_.size(), false);
-  step_scales_.assign(layers_.size(), {0.f, 0.f, 0.f});
   step_stats_.assign(layers_.size(), {});
 }
 
@@ -115,11 +114,6 @@ std::vector<GemmQuant> CpuFp8State::Quant(const LayerPlan& plan,
 std::vector<GemmQuant> CpuFp8State::BeginStep(const LayerPlan& plan) {
   step_fp8_ = plan.fp8;
   step_stats_.assign(layers_.size(), {});
-  for (size_t i = 0; i < layers_.size(); ++i) {
-    for (int r = 0; r < kRoles; ++r) {
-      step_scales_[i][r] = recipe_.kind == RecipeKind::kDelayed ? scaling_[i][r].scale : 0.f;
-    }
-  }
   return Quant(plan, &step_stats_);
 }
 
@@ -128,49 +122,44 @@ std::vector<GemmQuant> CpuFp8State::EvalQuant(const LayerPlan& plan) const {
 }
 
 void CpuFp8State::EndStep(int64_t step) {
-  telemetry_step_ = step + 1;
-  for (size_t i = 0; i < layers_.size(); ++i) {
-    if (!step_fp8_[i]) continue;
-    const ref::Fp8LinearStats& s = step_stats_[i];
-    const float amax[kRoles] = {s.input.amax, s.weight.amax, s.grad_output.amax};
-    for (int r = 0; r < kRoles; ++r) {
-      if (recipe_.kind == RecipeKind::kDelayed) {
-        TensorScaling& t = scaling_[i][r];
-        t.history.Push(amax[r]);
-        t.scale = ComputeScale(t.history.Reduced(), Fp8Max(RoleFormat(r)), recipe_.margin,
-                               t.scale);
-      } else if (recipe_.kind == RecipeKind::kCurrent) {
-        // Each micro-batch used its own scale; report the one the step's amax gives.
-        step_scales_[i][r] = ComputeScale(amax[r], Fp8Max(RoleFormat(r)), recipe_.margin, 1.f);
-      }
-    }
-  }
-}
-
-fp8d::v1::AmaxRecord CpuFp8State::Telemetry() const {
-  fp8d::v1::AmaxRecord record;
-  if (telemetry_step_ < 0) return record;
-  record.set_step(telemetry_step_);
+  // The record is built now, so that a recipe change before the next step does not relabel it.
+  telemetry_.Clear();
+  telemetry_.set_step(step + 1);
   for (size_t i = 0; i < layers_.size(); ++i) {
     if (!step_fp8_[i]) continue;
     const ref::Fp8LinearStats& s = step_stats_[i];
     const QuantStats* stats[kRoles] = {&s.input, &s.weight, &s.grad_output};
     for (int r = 0; r < kRoles; ++r) {
-      fp8d::v1::TensorAmax* t = record.add_tensors();
+      const float fp8_max = Fp8Max(RoleFormat(r));
+      fp8d::v1::TensorAmax* t = telemetry_.add_tensors();
       t->set_layer(layers_[i]);
       t->set_role(kRoleProtos[r]);
       t->set_amax(stats[r]->amax);
-      t->set_scale(step_scales_[i][r]);
-      if (recipe_.kind == RecipeKind::kDelayed) {
-        for (float a : scaling_[i][r].history.window()) t->add_history(a);
-      }
       t->set_frac_saturated(stats[r]->frac_saturated());
       t->set_frac_underflow(stats[r]->frac_underflow());
       t->set_format(std::string(Fp8FormatName(RoleFormat(r))));
+      switch (recipe_.kind) {
+        case RecipeKind::kDelayed: {
+          TensorScaling& ts = scaling_[i][r];
+          t->set_scale(ts.scale);  // the scale this step quantized with
+          ts.history.Push(stats[r]->amax);
+          ts.scale = ComputeScale(ts.history.Reduced(), fp8_max, recipe_.margin, ts.scale);
+          for (float a : ts.history.window()) t->add_history(a);
+          break;
+        }
+        case RecipeKind::kCurrent:
+          // Each micro-batch used its own scale; report the one the step's amax gives.
+          t->set_scale(ComputeScale(stats[r]->amax, fp8_max, recipe_.margin, 1.f));
+          break;
+        default:
+          t->set_scale(0.f);  // a scale per row or block
+          break;
+      }
     }
   }
-  return record;
 }
+
+fp8d::v1::AmaxRecord CpuFp8State::Telemetry() const { return telemetry_; }
 
 std::string CpuFp8State::TensorName(int layer, int role) const {
   return absl::StrCat("fp8.", layers_[layer], ".", kRoleNames[role]);

@@ -13,7 +13,6 @@
 #include <string>
 #include <vector>
 
-#include "absl/status/status.h"
 #include "core/cpu_model.h"
 #include "core/engine.h"
 #include "core/fp8_scaling.h"
@@ -40,7 +39,7 @@ class CpuFp8State {
   // under `plan`. Clears the step's stats, which the returned GemmQuants accumulate into.
   std::vector<GemmQuant> BeginStep(const LayerPlan& plan);
   // After the step's passes: pushes amaxes into the histories and recomputes the scales
-  // (delayed), and keeps the step's stats as telemetry. Called for skipped steps too, so that
+  // (delayed), and records the step's telemetry (AmaxRecord.step = step + 1). Called for skipped steps too, so that
   // scales can recover from an overflow.
   void EndStep(int64_t step);
   // The same quantization for an evaluation pass, recording nothing.
@@ -75,11 +74,10 @@ class CpuFp8State {
   RecipeConfig recipe_;
   std::vector<std::string> layers_;
   std::vector<std::array<TensorScaling, kRoles>> scaling_;  // delayed only, one per layer
-  // The step in progress (or last finished): which layers ran FP8, the scales they used, stats.
+  // The step in progress: which layers run FP8 and their operand stats.
   std::vector<bool> step_fp8_;
-  std::vector<std::array<float, kRoles>> step_scales_;
   std::vector<ref::Fp8LinearStats> step_stats_;
-  int64_t telemetry_step_ = -1;  // optimizer steps completed when telemetry was recorded
+  fp8d::v1::AmaxRecord telemetry_;  // of the last finished step
 };
 
 }  // namespace fp8d

@@ -288,6 +288,38 @@ TEST(CpuEngine, AmaxResetRestartsScalesAtOneAndKeepPreservesThem) {
   EXPECT_EQ(engine->SaveState()->count(scale), 0u);
 }
 
+TEST(CpuEngine, Bf16WarmupStepsRunWithoutFp8AndRecordNoAmax) {
+  fp8d::v1::Recipe proto;
+  proto.set_name("delayed");
+  proto.mutable_policy()->set_bf16_warmup_steps(1);
+  auto engine = MakeEngine(*ResolveRecipe(proto));
+  auto baseline = MakeEngine(Recipe("bf16"));
+  EXPECT_EQ(engine->PlanLayers(0).fp8_count(), 0);
+  EXPECT_EQ(engine->PlanLayers(1).fp8_count(), 4 * TinyModel().n_layer);
+  const float warm = Train(*engine, 1)[0];
+  EXPECT_EQ(warm, Train(*baseline, 1)[0]);  // step 0 is plain FP32
+  EXPECT_EQ(engine->AmaxTelemetry().tensors_size(), 0);
+  EXPECT_EQ(engine->SaveState()->at("fp8.layers.0.attn.qkv.input.amax_history").data[0], 0.f);
+  Train(*engine, 1, 1);
+  EXPECT_EQ(engine->AmaxTelemetry().tensors_size(), 3 * 4 * TinyModel().n_layer);
+}
+
+TEST(CpuEngine, GradNormIsReportedBeforeClippingAndClippingChangesTheUpdate) {
+  auto clipped = MakeEngine(Recipe("bf16"));
+  auto free = MakeEngine(Recipe("bf16"));
+  const TokenBatch batch = FixedBatch(42, 256);
+  OptimizerStepArgs tight = Args(0), none = Args(0);
+  tight.grad_clip = 1e-3f;
+  none.grad_clip = 0.f;
+  absl::StatusOr<StepResult> a = clipped->TrainStep({batch}, tight);
+  absl::StatusOr<StepResult> b = free->TrainStep({batch}, none);
+  ASSERT_TRUE(a.ok() && b.ok());
+  EXPECT_EQ(a->grad_norm, b->grad_norm);
+  EXPECT_GT(a->grad_norm, 1e-3f);
+  tight.step = none.step = 1;
+  EXPECT_NE(clipped->TrainStep({batch}, tight)->loss, free->TrainStep({batch}, none)->loss);
+}
+
 TEST(CpuEngine, Mxfp8IsFailedPreconditionOnCreateAndSetRecipe) {
   absl::StatusOr<std::unique_ptr<CpuEngine>> e =
       CpuEngine::Create(TinyModel(), Recipe("mxfp8"), 1);

@@ -326,20 +326,46 @@ TEST(RefFp8Linear, PerTensorForwardIsTheGemmOfQuantizedOperands) {
   EXPECT_NE(xq, x);  // the quantization did something
 }
 
-TEST(RefFp8Linear, RowwiseInputGradQuantizesWeightAlongOutputFeatures) {
-  // dX contracts over n, so W [n=2, k=2] is scaled per column. Column 0 is tiny and column 1
-  // huge: scaled per row instead, the tiny column would flush to zero.
-  const int m = 1, k = 2, n = 2;
-  const std::vector<float> w = {1e-6f, 1000.f, 2e-6f, 3000.f};
-  const std::vector<float> x = {1.f, 1.f}, dy = {1.f, 1.f};
+TEST(RefFp8Linear, RowwiseBackwardQuantizesAlongEachGemmsContraction) {
+  // Each operand below has a tiny and a huge column. Scaled along the wrong dimension (one
+  // scale shared by a tiny and a huge value) the tiny values would flush to zero; scaled along
+  // the contraction dimension they keep E4M3's ~6% relative precision.
+  const int m = 2, k = 2, n = 2;
   ref::Fp8LinearQuant q;
   q.input = q.weight = q.grad_output = {ref::Fp8Scaling::kBlocks, Fp8Format::kE4M3, 1.f, 0, 1, 0};
-  std::vector<float> dx(k), dw(n * k, 0.f);
-  ref::Fp8LinearBackward(dy.data(), x.data(), w.data(), dx.data(), dw.data(), m, k, n, q, nullptr);
-  EXPECT_NEAR(dx[0], 3e-6f, 3e-6f * 0.07f);
-  EXPECT_NEAR(dx[1], 4000.f, 4000.f * 0.07f);
-  // dW contracts over tokens; with one token it is dy x^T exactly (1.0 is representable).
-  EXPECT_EQ(dw, std::vector<float>({1.f, 1.f, 1.f, 1.f}));
+  constexpr float kE4M3RelErr = 0.07f;
+  {
+    // dX = dY W contracts over n: W [n, k] is scaled per column.
+    const std::vector<float> w = {1e-6f, 1000.f, 2e-6f, 3000.f};
+    const std::vector<float> x(m * k, 1.f), dy(m * n, 1.f);
+    std::vector<float> dx(m * k), dw(n * k, 0.f);
+    ref::Fp8LinearBackward(dy.data(), x.data(), w.data(), dx.data(), dw.data(), m, k, n, q,
+                           nullptr);
+    EXPECT_NEAR(dx[0], 3e-6f, 3e-6f * kE4M3RelErr);
+    EXPECT_NEAR(dx[1], 4000.f, 4000.f * kE4M3RelErr);
+  }
+  {
+    // dW = dY^T X contracts over m: X [m, k] is scaled per column.
+    const std::vector<float> x = {1e-6f, 1000.f, 2e-6f, 3000.f};
+    const std::vector<float> w(n * k, 1.f), dy(m * n, 1.f);
+    std::vector<float> dx(m * k), dw(n * k, 0.f);
+    ref::Fp8LinearBackward(dy.data(), x.data(), w.data(), dx.data(), dw.data(), m, k, n, q,
+                           nullptr);
+    for (int o = 0; o < n; ++o) {
+      EXPECT_NEAR(dw[o * k + 0], 3e-6f, 3e-6f * kE4M3RelErr);
+      EXPECT_NEAR(dw[o * k + 1], 4000.f, 4000.f * kE4M3RelErr);
+    }
+  }
+  {
+    // Y = X W^T contracts over k: X and W are scaled per row, so a row mixing tiny and huge
+    // values loses the tiny one, as the forward GEMM's layout dictates.
+    const std::vector<float> x = {1e-6f, 1000.f, 1.f, 1.f};
+    const std::vector<float> w = {1.f, 0.f, 1.f, 0.f};  // picks column 0 of x
+    std::vector<float> y(m * n);
+    ref::Fp8LinearForward(x.data(), w.data(), y.data(), m, k, n, q, nullptr);
+    EXPECT_EQ(y[0], 0.f);
+    EXPECT_EQ(y[2], 1.f);
+  }
 }
 
 TEST(RefFp8Linear, Fp32OutputRowsBypassQuantization) {
