@@ -131,7 +131,8 @@ MemoryPlan PlanTrainingMemory(const ModelConfig& m, const BatchShape& shape,
   plan.Add("scratch.dln", MemoryCategory::kActivations, n * d * kBf16);
   plan.Add("scratch.dwide", MemoryCategory::kActivations, n * std::max(2 * ff, qkv) * kBf16);
   plan.Add("scratch.dnarrow", MemoryCategory::kActivations, n * std::max(ff, d) * kBf16);
-  plan.Add("scratch.scalars", MemoryCategory::kWorkspace, 1024);
+  // Gradient-norm partials (a few thousand doubles) and single-float results.
+  plan.Add("scratch.scalars", MemoryCategory::kWorkspace, size_t{64} << 10);
 
   plan.Add("ws.gemm", MemoryCategory::kWorkspace, kGemmWorkspaceBytes);
   plan.Add("ws.attention", MemoryCategory::kWorkspace, std::max<size_t>(attention_workspace_bytes, 256));

@@ -1,0 +1,488 @@
+#include "kernels/attention_cudnn.h"
+
+#include <cmath>
+#include <limits>
+#include <vector>
+
+#include "absl/strings/str_cat.h"
+
+namespace fp8d::kernels {
+namespace {
+
+// Tensor ids the variant pack binds to device (or, for the scalars, host) pointers.
+enum Uid : int64_t {
+  kQ = 1, kK = 2, kV = 3, kO = 4, kLse = 5, kScale = 6, kNegInf = 7,
+  kDO = 8, kDQ = 9, kDK = 10, kDV = 11, kRowSum = 12, kDQAccum = 13,
+  kFirstVirtual = 100,
+};
+
+constexpr size_t kAlign = 256;
+size_t AlignUp(size_t n) { return (n + kAlign - 1) / kAlign * kAlign; }
+
+std::string CudnnMessage(cudnnStatus_t s) {
+  char last[1024] = {0};
+  cudnnGetLastErrorString(last, sizeof(last));
+  return absl::StrCat(cudnnGetErrorString(s), last[0] ? absl::StrCat(": ", last) : "");
+}
+
+using Desc = cudnnBackendDescriptor_t;
+
+// Builds one operation graph; the first failing call is kept and reported.
+class GraphBuilder {
+ public:
+  explicit GraphBuilder(cudnnHandle_t handle) : handle_(handle) {}
+  ~GraphBuilder() {
+    for (Desc d : owned_) cudnnBackendDestroyDescriptor(d);
+  }
+
+  const absl::Status& status() const { return status_; }
+
+  Desc Make(cudnnBackendDescriptorType_t type) {
+    Desc d = nullptr;
+    Check(cudnnBackendCreateDescriptor(type, &d), "create descriptor");
+    if (d != nullptr) owned_.push_back(d);
+    return d;
+  }
+  void Set(Desc d, cudnnBackendAttributeName_t name, cudnnBackendAttributeType_t type,
+           int64_t count, const void* value, const char* what) {
+    if (!status_.ok() || d == nullptr) return;
+    Check(cudnnBackendSetAttribute(d, name, type, count, value), what);
+  }
+  void Finalize(Desc d, const char* what) {
+    if (!status_.ok() || d == nullptr) return;
+    Check(cudnnBackendFinalize(d), what);
+  }
+
+  Desc Tensor(cudnnDataType_t type, std::vector<int64_t> dims, std::vector<int64_t> strides,
+              int64_t uid = 0, bool by_value = false) {
+    const bool is_virtual = uid == 0;
+    if (is_virtual) uid = next_virtual_++;
+    Desc t = Make(CUDNN_BACKEND_TENSOR_DESCRIPTOR);
+    const int64_t alignment = 16;
+    Set(t, CUDNN_ATTR_TENSOR_DATA_TYPE, CUDNN_TYPE_DATA_TYPE, 1, &type, "tensor type");
+    Set(t, CUDNN_ATTR_TENSOR_DIMENSIONS, CUDNN_TYPE_INT64, dims.size(), dims.data(), "dims");
+    Set(t, CUDNN_ATTR_TENSOR_STRIDES, CUDNN_TYPE_INT64, strides.size(), strides.data(),
+        "strides");
+    Set(t, CUDNN_ATTR_TENSOR_UNIQUE_ID, CUDNN_TYPE_INT64, 1, &uid, "uid");
+    Set(t, CUDNN_ATTR_TENSOR_BYTE_ALIGNMENT, CUDNN_TYPE_INT64, 1, &alignment, "alignment");
+    Set(t, CUDNN_ATTR_TENSOR_IS_VIRTUAL, CUDNN_TYPE_BOOLEAN, 1, &is_virtual, "virtual");
+    if (by_value) {
+      Set(t, CUDNN_ATTR_TENSOR_IS_BY_VALUE, CUDNN_TYPE_BOOLEAN, 1, &by_value, "by value");
+    }
+    Finalize(t, "tensor");
+    return t;
+  }
+  // A virtual tensor shaped like `dims` with packed strides.
+  Desc Virtual(cudnnDataType_t type, const std::vector<int64_t>& dims) {
+    std::vector<int64_t> strides(dims.size(), 1);
+    for (int i = static_cast<int>(dims.size()) - 2; i >= 0; --i)
+      strides[i] = strides[i + 1] * dims[i + 1];
+    return Tensor(type, dims, strides);
+  }
+
+  void Pointwise(cudnnPointwiseMode_t mode, Desc x, Desc b, Desc y, Desc t = nullptr,
+                 int64_t axis = -1, cudnnDataType_t prec = CUDNN_DATA_FLOAT) {
+    Desc pw = Make(CUDNN_BACKEND_POINTWISE_DESCRIPTOR);
+    Set(pw, CUDNN_ATTR_POINTWISE_MODE, CUDNN_TYPE_POINTWISE_MODE, 1, &mode, "pointwise mode");
+    Set(pw, CUDNN_ATTR_POINTWISE_MATH_PREC, CUDNN_TYPE_DATA_TYPE, 1, &prec, "pointwise prec");
+    if (axis >= 0) Set(pw, CUDNN_ATTR_POINTWISE_AXIS, CUDNN_TYPE_INT64, 1, &axis, "axis");
+    Finalize(pw, "pointwise descriptor");
+    Desc op = Make(CUDNN_BACKEND_OPERATION_POINTWISE_DESCRIPTOR);
+    Set(op, CUDNN_ATTR_OPERATION_POINTWISE_PW_DESCRIPTOR, CUDNN_TYPE_BACKEND_DESCRIPTOR, 1, &pw,
+        "pw desc");
+    Set(op, CUDNN_ATTR_OPERATION_POINTWISE_XDESC, CUDNN_TYPE_BACKEND_DESCRIPTOR, 1, &x, "x");
+    if (b) Set(op, CUDNN_ATTR_OPERATION_POINTWISE_BDESC, CUDNN_TYPE_BACKEND_DESCRIPTOR, 1, &b, "b");
+    Set(op, CUDNN_ATTR_OPERATION_POINTWISE_YDESC, CUDNN_TYPE_BACKEND_DESCRIPTOR, 1, &y, "y");
+    if (t) Set(op, CUDNN_ATTR_OPERATION_POINTWISE_TDESC, CUDNN_TYPE_BACKEND_DESCRIPTOR, 1, &t, "t");
+    Finalize(op, "pointwise op");
+    ops_.push_back(op);
+  }
+  void Matmul(Desc a, Desc b, Desc c) {
+    Desc mm = Make(CUDNN_BACKEND_MATMUL_DESCRIPTOR);
+    const cudnnDataType_t comp = CUDNN_DATA_FLOAT;
+    Set(mm, CUDNN_ATTR_MATMUL_COMP_TYPE, CUDNN_TYPE_DATA_TYPE, 1, &comp, "matmul comp");
+    Finalize(mm, "matmul descriptor");
+    Desc op = Make(CUDNN_BACKEND_OPERATION_MATMUL_DESCRIPTOR);
+    Set(op, CUDNN_ATTR_OPERATION_MATMUL_ADESC, CUDNN_TYPE_BACKEND_DESCRIPTOR, 1, &a, "a");
+    Set(op, CUDNN_ATTR_OPERATION_MATMUL_BDESC, CUDNN_TYPE_BACKEND_DESCRIPTOR, 1, &b, "b");
+    Set(op, CUDNN_ATTR_OPERATION_MATMUL_CDESC, CUDNN_TYPE_BACKEND_DESCRIPTOR, 1, &c, "c");
+    Set(op, CUDNN_ATTR_OPERATION_MATMUL_DESC, CUDNN_TYPE_BACKEND_DESCRIPTOR, 1, &mm, "mm");
+    Finalize(op, "matmul op");
+    ops_.push_back(op);
+  }
+  void Reduction(cudnnReduceTensorOp_t mode, Desc x, Desc y) {
+    Desc red = Make(CUDNN_BACKEND_REDUCTION_DESCRIPTOR);
+    const cudnnDataType_t comp = CUDNN_DATA_FLOAT;
+    Set(red, CUDNN_ATTR_REDUCTION_OPERATOR, CUDNN_TYPE_REDUCTION_OPERATOR_TYPE, 1, &mode,
+        "reduction op");
+    Set(red, CUDNN_ATTR_REDUCTION_COMP_TYPE, CUDNN_TYPE_DATA_TYPE, 1, &comp, "reduction comp");
+    Finalize(red, "reduction descriptor");
+    Desc op = Make(CUDNN_BACKEND_OPERATION_REDUCTION_DESCRIPTOR);
+    Set(op, CUDNN_ATTR_OPERATION_REDUCTION_XDESC, CUDNN_TYPE_BACKEND_DESCRIPTOR, 1, &x, "x");
+    Set(op, CUDNN_ATTR_OPERATION_REDUCTION_YDESC, CUDNN_TYPE_BACKEND_DESCRIPTOR, 1, &y, "y");
+    Set(op, CUDNN_ATTR_OPERATION_REDUCTION_DESC, CUDNN_TYPE_BACKEND_DESCRIPTOR, 1, &red, "red");
+    Finalize(op, "reduction op");
+    ops_.push_back(op);
+  }
+  void Reshape(Desc x, Desc y) {
+    Desc op = Make(CUDNN_BACKEND_OPERATION_RESHAPE_DESCRIPTOR);
+    Set(op, CUDNN_ATTR_OPERATION_RESHAPE_XDESC, CUDNN_TYPE_BACKEND_DESCRIPTOR, 1, &x, "x");
+    Set(op, CUDNN_ATTR_OPERATION_RESHAPE_YDESC, CUDNN_TYPE_BACKEND_DESCRIPTOR, 1, &y, "y");
+    Finalize(op, "reshape op");
+    ops_.push_back(op);
+  }
+
+  // Scores masked to keys at or before the query (top-left causal), like the frontend's
+  // diagonal-band mask: row index >= column index keeps the score, else -inf.
+  Desc CausalMask(Desc scores, const std::vector<int64_t>& dims, Desc neg_inf) {
+    Desc row = Virtual(CUDNN_DATA_INT32, dims);
+    Desc col = Virtual(CUDNN_DATA_INT32, dims);
+    Pointwise(CUDNN_POINTWISE_GEN_INDEX, scores, nullptr, row, nullptr, 2);
+    Pointwise(CUDNN_POINTWISE_GEN_INDEX, scores, nullptr, col, nullptr, 3);
+    Desc keep = Virtual(CUDNN_DATA_BOOLEAN, dims);
+    Pointwise(CUDNN_POINTWISE_CMP_GE, row, col, keep, nullptr, -1, CUDNN_DATA_BOOLEAN);
+    Desc masked = Virtual(CUDNN_DATA_FLOAT, dims);
+    Pointwise(CUDNN_POINTWISE_BINARY_SELECT, scores, neg_inf, masked, keep);
+    return masked;
+  }
+
+  // Finalizes the graph and the first deterministic engine configuration that gives a plan.
+  absl::StatusOr<Desc> BuildPlan(int64_t* workspace_bytes) {
+    if (!status_.ok()) return status_;
+    Desc graph = Make(CUDNN_BACKEND_OPERATIONGRAPH_DESCRIPTOR);
+    Set(graph, CUDNN_ATTR_OPERATIONGRAPH_HANDLE, CUDNN_TYPE_HANDLE, 1, &handle_, "graph handle");
+    Set(graph, CUDNN_ATTR_OPERATIONGRAPH_OPS, CUDNN_TYPE_BACKEND_DESCRIPTOR, ops_.size(),
+        ops_.data(), "graph ops");
+    Finalize(graph, "operation graph");
+    if (!status_.ok()) return status_;
+
+    std::string tried;
+    for (cudnnBackendHeurMode_t mode : {CUDNN_HEUR_MODE_A, CUDNN_HEUR_MODE_FALLBACK}) {
+      Desc heur = Make(CUDNN_BACKEND_ENGINEHEUR_DESCRIPTOR);
+      Set(heur, CUDNN_ATTR_ENGINEHEUR_OPERATION_GRAPH, CUDNN_TYPE_BACKEND_DESCRIPTOR, 1, &graph,
+          "heur graph");
+      Set(heur, CUDNN_ATTR_ENGINEHEUR_MODE, CUDNN_TYPE_HEUR_MODE, 1, &mode, "heur mode");
+      Finalize(heur, "heuristics");
+      if (!status_.ok()) {
+        absl::StrAppend(&tried, " heuristics mode ", mode, ": ", status_.message(), ";");
+        status_ = absl::OkStatus();
+        continue;
+      }
+      int64_t count = 0;
+      cudnnBackendGetAttribute(heur, CUDNN_ATTR_ENGINEHEUR_RESULTS,
+                               CUDNN_TYPE_BACKEND_DESCRIPTOR, 0, &count, nullptr);
+      if (count <= 0) {
+        absl::StrAppend(&tried, " heuristics mode ", mode, " found no engine;");
+        continue;
+      }
+      std::vector<Desc> cfgs(count);
+      for (Desc& c : cfgs) c = Make(CUDNN_BACKEND_ENGINECFG_DESCRIPTOR);
+      int64_t got = 0;
+      Check(cudnnBackendGetAttribute(heur, CUDNN_ATTR_ENGINEHEUR_RESULTS,
+                                     CUDNN_TYPE_BACKEND_DESCRIPTOR, count, &got, cfgs.data()),
+            "heuristic results");
+      if (!status_.ok()) return status_;
+      for (int64_t i = 0; i < got; ++i) {
+        if (!Deterministic(cfgs[i])) {
+          absl::StrAppend(&tried, " config ", i, " is non-deterministic;");
+          continue;
+        }
+        Desc plan = nullptr;
+        if (cudnnBackendCreateDescriptor(CUDNN_BACKEND_EXECUTION_PLAN_DESCRIPTOR, &plan) !=
+            CUDNN_STATUS_SUCCESS)
+          continue;
+        cudnnBackendSetAttribute(plan, CUDNN_ATTR_EXECUTION_PLAN_HANDLE, CUDNN_TYPE_HANDLE, 1,
+                                 &handle_);
+        cudnnBackendSetAttribute(plan, CUDNN_ATTR_EXECUTION_PLAN_ENGINE_CONFIG,
+                                 CUDNN_TYPE_BACKEND_DESCRIPTOR, 1, &cfgs[i]);
+        const cudnnStatus_t fs = cudnnBackendFinalize(plan);
+        if (fs != CUDNN_STATUS_SUCCESS) {
+          absl::StrAppend(&tried, " config ", i, ": ", CudnnMessage(fs), ";");
+          cudnnBackendDestroyDescriptor(plan);
+          continue;
+        }
+        int64_t ws = 0, n = 0;
+        cudnnBackendGetAttribute(plan, CUDNN_ATTR_EXECUTION_PLAN_WORKSPACE_SIZE,
+                                 CUDNN_TYPE_INT64, 1, &n, &ws);
+        *workspace_bytes = ws;
+        return plan;  // owned by the caller
+      }
+    }
+    return absl::FailedPreconditionError(
+        absl::StrCat("cuDNN has no deterministic engine for this attention graph:", tried));
+  }
+
+ private:
+  bool Deterministic(Desc cfg) {
+    Desc engine = nullptr;
+    if (cudnnBackendCreateDescriptor(CUDNN_BACKEND_ENGINE_DESCRIPTOR, &engine) !=
+        CUDNN_STATUS_SUCCESS)
+      return false;
+    owned_.push_back(engine);
+    int64_t n = 0;
+    if (cudnnBackendGetAttribute(cfg, CUDNN_ATTR_ENGINECFG_ENGINE, CUDNN_TYPE_BACKEND_DESCRIPTOR,
+                                 1, &n, &engine) != CUDNN_STATUS_SUCCESS)
+      return true;  // notes unknown: the determinism test will tell
+    cudnnBackendNumericalNote_t notes[CUDNN_NUMERICAL_NOTE_TYPE_COUNT];
+    int64_t count = 0;
+    if (cudnnBackendGetAttribute(engine, CUDNN_ATTR_ENGINE_NUMERICAL_NOTE,
+                                 CUDNN_TYPE_NUMERICAL_NOTE, CUDNN_NUMERICAL_NOTE_TYPE_COUNT,
+                                 &count, notes) != CUDNN_STATUS_SUCCESS)
+      return true;
+    for (int64_t i = 0; i < count; ++i)
+      if (notes[i] == CUDNN_NUMERICAL_NOTE_NONDETERMINISTIC) return false;
+    return true;
+  }
+
+  void Check(cudnnStatus_t s, const char* what) {
+    if (s != CUDNN_STATUS_SUCCESS && status_.ok()) {
+      status_ = absl::FailedPreconditionError(
+          absl::StrCat("cuDNN attention graph: ", what, " failed: ", CudnnMessage(s)));
+    }
+  }
+
+  cudnnHandle_t handle_;
+  absl::Status status_;
+  std::vector<Desc> owned_;
+  std::vector<Desc> ops_;
+  int64_t next_virtual_ = kFirstVirtual;
+};
+
+}  // namespace
+
+struct CudnnAttention::Plan {
+  Desc plan = nullptr;
+  size_t plan_workspace = 0;  // cuDNN's own
+  size_t row_sum_bytes = 0;   // backward only: rowsum(dO * O), FP32 [b, h, s]
+  size_t dq_accum_bytes = 0;  // backward only: FP32 dQ [b, h, s, d]
+  size_t total() const {
+    return AlignUp(plan_workspace) + AlignUp(row_sum_bytes) + AlignUp(dq_accum_bytes);
+  }
+  ~Plan() {
+    if (plan) cudnnBackendDestroyDescriptor(plan);
+  }
+};
+
+absl::StatusOr<std::unique_ptr<CudnnAttention>> CudnnAttention::Create(cudaStream_t stream) {
+  cudnnHandle_t handle = nullptr;
+  const cudnnStatus_t s = cudnnCreate(&handle);
+  if (s != CUDNN_STATUS_SUCCESS) {
+    return absl::FailedPreconditionError(absl::StrCat("cudnnCreate failed: ", CudnnMessage(s)));
+  }
+  cudnnSetStream(handle, stream);
+  return std::unique_ptr<CudnnAttention>(new CudnnAttention(handle));
+}
+
+CudnnAttention::CudnnAttention(cudnnHandle_t handle) : handle_(handle) {}
+
+CudnnAttention::~CudnnAttention() {
+  plans_.clear();
+  cudnnDestroy(handle_);
+}
+
+absl::StatusOr<CudnnAttention::Plan*> CudnnAttention::GetPlan(const AttentionDims& d,
+                                                              bool backward) {
+  const AttentionGraphKey key{d.batch,    d.seq_len,    d.n_head, d.n_kv_head,
+                              d.head_dim, d.qkv_stride, backward};
+  if (auto it = plans_.find(key); it != plans_.end()) return it->second.get();
+
+  const int64_t b = d.batch, s = d.seq_len, h = d.n_head, hk = d.n_kv_head, hd = d.head_dim;
+  const int64_t qs = d.qkv_stride;
+  GraphBuilder g(handle_);
+  const cudnnDataType_t bf16 = CUDNN_DATA_BFLOAT16, f32 = CUDNN_DATA_FLOAT;
+  const std::vector<int64_t> scalar{1, 1, 1, 1};
+  const std::vector<int64_t> qkv_rows{s * qs, hd, qs, 1};       // [b, heads, s, hd] in QKV rows
+  const std::vector<int64_t> qkv_rows_t{s * qs, hd, 1, qs};     // [b, heads, hd, s]: transposed
+  const std::vector<int64_t> out_rows{s * h * hd, hd, h * hd, 1};
+  const std::vector<int64_t> stats_strides{h * s, s, 1, 1};
+  const std::vector<int64_t> scores{b, h, s, s};
+  const std::vector<int64_t> stats{b, h, s, 1};
+
+  Desc q = g.Tensor(bf16, {b, h, s, hd}, qkv_rows, kQ);
+  Desc kt = g.Tensor(bf16, {b, hk, hd, s}, qkv_rows_t, kK);
+  Desc lse = g.Tensor(f32, stats, stats_strides, kLse);
+  Desc scale = g.Tensor(f32, scalar, scalar, kScale, /*by_value=*/true);
+  Desc neg_inf = g.Tensor(f32, scalar, scalar, kNegInf, /*by_value=*/true);
+
+  // S = Q K^T * scale, causal.
+  Desc s_raw = g.Virtual(f32, scores);
+  g.Matmul(q, kt, s_raw);
+  Desc s_scaled = g.Virtual(f32, scores);
+  g.Pointwise(CUDNN_POINTWISE_MUL, s_raw, scale, s_scaled);
+  Desc s_masked = g.CausalMask(s_scaled, scores, neg_inf);
+
+  auto plan = std::make_unique<Plan>();
+  if (!backward) {
+    Desc v = g.Tensor(bf16, {b, hk, s, hd}, qkv_rows, kV);
+    Desc o = g.Tensor(bf16, {b, h, s, hd}, out_rows, kO);
+    Desc max = g.Virtual(f32, stats);
+    g.Reduction(CUDNN_REDUCE_TENSOR_MAX, s_masked, max);
+    Desc centred = g.Virtual(f32, scores);
+    g.Pointwise(CUDNN_POINTWISE_SUB, s_masked, max, centred);
+    Desc e = g.Virtual(f32, scores);
+    g.Pointwise(CUDNN_POINTWISE_EXP, centred, nullptr, e);
+    Desc z = g.Virtual(f32, stats);
+    g.Reduction(CUDNN_REDUCE_TENSOR_ADD, e, z);
+    Desc log_z = g.Virtual(f32, stats);
+    g.Pointwise(CUDNN_POINTWISE_LOG, z, nullptr, log_z);
+    g.Pointwise(CUDNN_POINTWISE_ADD, max, log_z, lse);
+    Desc p = g.Virtual(f32, scores);
+    g.Pointwise(CUDNN_POINTWISE_DIV, e, z, p);
+    g.Matmul(p, v, o);
+  } else {
+    Desc vt = g.Tensor(bf16, {b, hk, hd, s}, qkv_rows_t, kV);
+    Desc o = g.Tensor(bf16, {b, h, s, hd}, out_rows, kO);
+    Desc d_o = g.Tensor(bf16, {b, h, s, hd}, out_rows, kDO);
+    Desc dq = g.Tensor(bf16, {b, h, s, hd}, qkv_rows, kDQ);
+    Desc dk = g.Tensor(bf16, {b, hk, s, hd}, qkv_rows, kDK);
+    Desc dv = g.Tensor(bf16, {b, hk, s, hd}, qkv_rows, kDV);
+    Desc row_sum = g.Tensor(f32, stats, stats_strides, kRowSum);
+    Desc dq_accum = g.Tensor(f32, {b, h, s, hd}, {h * s * hd, s * hd, hd, 1}, kDQAccum);
+    plan->row_sum_bytes = static_cast<size_t>(b * h * s) * sizeof(float);
+    plan->dq_accum_bytes = static_cast<size_t>(b * h * s * hd) * sizeof(float);
+
+    // rowsum(dO * O), the softmax backward's correction term.
+    Desc do_o = g.Virtual(f32, {b, h, s, hd});
+    g.Pointwise(CUDNN_POINTWISE_MUL, d_o, o, do_o);
+    g.Reduction(CUDNN_REDUCE_TENSOR_ADD, do_o, row_sum);
+    // P = exp(S - LSE), recomputed from the forward's statistics.
+    Desc centred = g.Virtual(f32, scores);
+    g.Pointwise(CUDNN_POINTWISE_SUB, s_masked, lse, centred);
+    Desc p = g.Virtual(f32, scores);
+    g.Pointwise(CUDNN_POINTWISE_EXP, centred, nullptr, p);
+    // dV = P^T dO (summed over the query heads of a KV group when GQA).
+    const std::vector<int64_t> transposed{h * s * s, s * s, 1, s};
+    Desc pt = g.Tensor(bf16, scores, transposed);
+    g.Reshape(p, pt);
+    if (h == hk) {
+      g.Matmul(pt, d_o, dv);
+    } else {
+      Desc dv_full = g.Virtual(bf16, {b, h, s, hd});
+      g.Matmul(pt, d_o, dv_full);
+      g.Reduction(CUDNN_REDUCE_TENSOR_ADD, dv_full, dv);
+    }
+    // dS = P * (dO V^T - rowsum) * scale.
+    Desc dp = g.Virtual(f32, scores);
+    g.Matmul(d_o, vt, dp);
+    Desc dp_centred = g.Virtual(f32, scores);
+    g.Pointwise(CUDNN_POINTWISE_SUB, dp, row_sum, dp_centred);
+    Desc ds_raw = g.Virtual(f32, scores);
+    g.Pointwise(CUDNN_POINTWISE_MUL, dp_centred, p, ds_raw);
+    Desc ds = g.Virtual(f32, scores);
+    g.Pointwise(CUDNN_POINTWISE_MUL, ds_raw, scale, ds);
+    // dK = dS^T Q.
+    Desc dst = g.Tensor(bf16, scores, transposed);
+    g.Reshape(ds, dst);
+    if (h == hk) {
+      g.Matmul(dst, q, dk);
+    } else {
+      Desc dk_full = g.Virtual(bf16, {b, h, s, hd});
+      g.Matmul(dst, q, dk_full);
+      g.Reduction(CUDNN_REDUCE_TENSOR_ADD, dk_full, dk);
+    }
+    // dQ = dS K, accumulated in FP32 then converted.
+    Desc k = g.Tensor(bf16, {b, hk, s, hd}, qkv_rows);
+    g.Reshape(kt, k);
+    g.Matmul(ds, k, dq_accum);
+    g.Pointwise(CUDNN_POINTWISE_IDENTITY, dq_accum, nullptr, dq);
+  }
+  int64_t ws = 0;
+  absl::StatusOr<Desc> built = g.BuildPlan(&ws);
+  if (!built.ok()) {
+    return absl::Status(built.status().code(),
+                        absl::StrCat(backward ? "backward: " : "forward: ",
+                                     built.status().message()));
+  }
+  plan->plan = *built;
+  plan->plan_workspace = static_cast<size_t>(ws);
+  Plan* raw = plan.get();
+  plans_.emplace(key, std::move(plan));
+  return raw;
+}
+
+absl::StatusOr<size_t> CudnnAttention::Prepare(const AttentionDims& dims) {
+  absl::StatusOr<Plan*> fwd = GetPlan(dims, false);
+  if (!fwd.ok()) return fwd.status();
+  absl::StatusOr<Plan*> bwd = GetPlan(dims, true);
+  if (!bwd.ok()) return bwd.status();
+  return std::max((*fwd)->total(), (*bwd)->total());
+}
+
+namespace {
+
+absl::Status Execute(cudnnHandle_t handle, Desc plan, const std::vector<int64_t>& uids,
+                     const std::vector<void*>& ptrs, void* workspace) {
+  Desc pack = nullptr;
+  cudnnStatus_t s = cudnnBackendCreateDescriptor(CUDNN_BACKEND_VARIANT_PACK_DESCRIPTOR, &pack);
+  if (s == CUDNN_STATUS_SUCCESS) {
+    cudnnBackendSetAttribute(pack, CUDNN_ATTR_VARIANT_PACK_UNIQUE_IDS, CUDNN_TYPE_INT64,
+                             uids.size(), uids.data());
+    cudnnBackendSetAttribute(pack, CUDNN_ATTR_VARIANT_PACK_DATA_POINTERS, CUDNN_TYPE_VOID_PTR,
+                             ptrs.size(), ptrs.data());
+    cudnnBackendSetAttribute(pack, CUDNN_ATTR_VARIANT_PACK_WORKSPACE, CUDNN_TYPE_VOID_PTR, 1,
+                             &workspace);
+    s = cudnnBackendFinalize(pack);
+    if (s == CUDNN_STATUS_SUCCESS) s = cudnnBackendExecute(handle, plan, pack);
+  }
+  if (pack != nullptr) cudnnBackendDestroyDescriptor(pack);
+  if (s != CUDNN_STATUS_SUCCESS) {
+    return absl::InternalError(absl::StrCat("cuDNN attention execute failed: ", CudnnMessage(s)));
+  }
+  return absl::OkStatus();
+}
+
+}  // namespace
+
+absl::Status CudnnAttention::Forward(__nv_bfloat16* out, float* lse, const __nv_bfloat16* q,
+                                     const __nv_bfloat16* k, const __nv_bfloat16* v,
+                                     const AttentionDims& dims, void* workspace,
+                                     size_t workspace_bytes) {
+  absl::StatusOr<Plan*> plan = GetPlan(dims, false);
+  if (!plan.ok()) return plan.status();
+  if ((*plan)->total() > workspace_bytes) {
+    return absl::ResourceExhaustedError(absl::StrCat("cuDNN attention forward needs ",
+                                                     (*plan)->total(), " workspace bytes, has ",
+                                                     workspace_bytes));
+  }
+  float scale = 1.f / std::sqrt(static_cast<float>(dims.head_dim));
+  float neg_inf = -std::numeric_limits<float>::infinity();
+  return Execute(handle_, (*plan)->plan, {kQ, kK, kV, kO, kLse, kScale, kNegInf},
+                 {const_cast<__nv_bfloat16*>(q), const_cast<__nv_bfloat16*>(k),
+                  const_cast<__nv_bfloat16*>(v), out, lse, &scale, &neg_inf},
+                 workspace);
+}
+
+absl::Status CudnnAttention::Backward(__nv_bfloat16* dq, __nv_bfloat16* dk, __nv_bfloat16* dv,
+                                      const __nv_bfloat16* dout, const __nv_bfloat16* q,
+                                      const __nv_bfloat16* k, const __nv_bfloat16* v,
+                                      const __nv_bfloat16* out, const float* lse,
+                                      const AttentionDims& dims, void* workspace,
+                                      size_t workspace_bytes) {
+  absl::StatusOr<Plan*> plan = GetPlan(dims, true);
+  if (!plan.ok()) return plan.status();
+  const Plan& p = **plan;
+  if (p.total() > workspace_bytes) {
+    return absl::ResourceExhaustedError(absl::StrCat("cuDNN attention backward needs ", p.total(),
+                                                     " workspace bytes, has ", workspace_bytes));
+  }
+  char* base = static_cast<char*>(workspace);
+  char* row_sum = base + AlignUp(p.plan_workspace);
+  char* dq_accum = row_sum + AlignUp(p.row_sum_bytes);
+  cudaStream_t stream = nullptr;
+  cudnnGetStream(handle_, &stream);
+  // The dQ accumulator is summed into over key blocks.
+  if (cudaMemsetAsync(dq_accum, 0, p.dq_accum_bytes, stream) != cudaSuccess) {
+    return absl::InternalError("cudaMemsetAsync of the dQ accumulator failed");
+  }
+  float scale = 1.f / std::sqrt(static_cast<float>(dims.head_dim));
+  float neg_inf = -std::numeric_limits<float>::infinity();
+  return Execute(
+      handle_, p.plan,
+      {kQ, kK, kV, kO, kLse, kScale, kNegInf, kDO, kDQ, kDK, kDV, kRowSum, kDQAccum},
+      {const_cast<__nv_bfloat16*>(q), const_cast<__nv_bfloat16*>(k),
+       const_cast<__nv_bfloat16*>(v), const_cast<__nv_bfloat16*>(out), const_cast<float*>(lse),
+       &scale, &neg_inf, const_cast<__nv_bfloat16*>(dout), dq, dk, dv, row_sum, dq_accum},
+      base);
+}
+
+}  // namespace fp8d::kernels

@@ -1,0 +1,661 @@
+#include "kernels/cuda_engine.h"
+
+#include <cuda_bf16.h>
+
+#include <algorithm>
+#include <cstdio>
+#include <cstdlib>
+#include <cmath>
+#include <utility>
+
+#include "absl/strings/str_cat.h"
+#include "core/layer_policy.h"
+#include "core/model_weights.h"
+#include "kernels/adamw.cuh"
+#include "kernels/attention_reference.cuh"
+#include "kernels/convert.cuh"
+#include "kernels/cross_entropy.cuh"
+#include "kernels/cuda_check.h"
+#include "kernels/embedding.cuh"
+#include "kernels/grad_norm.cuh"
+#include "kernels/residual.cuh"
+#include "kernels/rmsnorm.cuh"
+#include "kernels/rope.cuh"
+#include "kernels/swiglu.cuh"
+
+namespace fp8d::kernels {
+namespace {
+
+using bf16 = __nv_bfloat16;
+
+// Dense BF16 tensor-core peak of the H100 SXM, for MFU; other GPUs report 0 (unknown).
+constexpr double kH100DenseBf16Tflops = 989.0;
+
+std::string LayerPrefix(int l) { return absl::StrCat("model.layers.", l, "."); }
+std::string ActPrefix(int l) { return absl::StrCat("act.", l, "."); }
+
+absl::StatusOr<cudaDeviceProp> CurrentDevice() {
+  int count = 0;
+  const cudaError_t err = cudaGetDeviceCount(&count);
+  if (err != cudaSuccess || count == 0) {
+    return absl::FailedPreconditionError(absl::StrCat(
+        "no CUDA GPU is available (", err == cudaSuccess ? "no devices" : cudaGetErrorString(err),
+        "); use the cpu engine"));
+  }
+  int dev = 0;
+  CUDA_RETURN_IF_ERROR(cudaGetDevice(&dev));
+  cudaDeviceProp prop{};
+  CUDA_RETURN_IF_ERROR(cudaGetDeviceProperties(&prop, dev));
+  return prop;
+}
+
+DeviceInfo DescribeDevice(const cudaDeviceProp& prop) {
+  DeviceInfo info;
+  info.engine = "cuda";
+  info.name = prop.name;
+  info.compute_capability = absl::StrCat(prop.major, ".", prop.minor);
+  info.memory_bytes = static_cast<int64_t>(prop.totalGlobalMem);
+  if (prop.major == 9 && std::string(prop.name).find("H100") != std::string::npos) {
+    info.peak_bf16_tflops = kH100DenseBf16Tflops;
+  }
+  info.supported_recipes = {"bf16"};
+  info.unsupported_recipes = {"delayed: FP8 recipes on the GPU are not available yet",
+                              "current: FP8 recipes on the GPU are not available yet",
+                              "rowwise: FP8 recipes on the GPU are not available yet",
+                              "blockwise: FP8 recipes on the GPU are not available yet"};
+  if (prop.major >= 10) {
+    info.unsupported_recipes.push_back("mxfp8: FP8 recipes on the GPU are not available yet");
+  } else {
+    info.unsupported_recipes.push_back("mxfp8: needs sm_100 or newer");
+  }
+  return info;
+}
+
+absl::Status CheckRecipe(const RecipeConfig& recipe, const cudaDeviceProp& prop) {
+  if (recipe.kind == RecipeKind::kMxfp8 && prop.major < 10) {
+    return absl::FailedPreconditionError(absl::StrCat(
+        "recipe mxfp8 needs sm_100 or newer; this GPU (", prop.name, ") is sm_", prop.major,
+        prop.minor));
+  }
+  if (recipe.is_fp8()) {
+    return absl::FailedPreconditionError(absl::StrCat(
+        "FP8 recipes on the GPU are not available yet (recipe ",
+        std::string(RecipeKindName(recipe.kind)),
+        "); use recipe bf16 or the cpu engine"));
+  }
+  return absl::OkStatus();
+}
+
+}  // namespace
+
+float* CudaEngine::ScalarSlot(int slot) const {
+  // scratch.scalars: the gradient-norm partials (doubles) first, then single floats.
+  return reinterpret_cast<float*>(Buf<char>("scratch.scalars") +
+                                  kGradNormBlocks * sizeof(double)) +
+         slot;
+}
+
+absl::StatusOr<DeviceInfo> CudaEngine::Probe() {
+  absl::StatusOr<cudaDeviceProp> prop = CurrentDevice();
+  if (!prop.ok()) return prop.status();
+  return DescribeDevice(*prop);
+}
+
+absl::StatusOr<std::unique_ptr<CudaEngine>> CudaEngine::Create(const ModelConfig& model,
+                                                               const RecipeConfig& recipe,
+                                                               uint64_t seed, int max_batch,
+                                                               int max_seq_len,
+                                                               CudaEngineOptions options) {
+  if (max_batch < 1) {
+    return absl::InvalidArgumentError(absl::StrCat("max_batch = ", max_batch, " must be >= 1"));
+  }
+  if (max_seq_len < 1 || max_seq_len > model.max_seq_len) {
+    return absl::InvalidArgumentError(absl::StrCat("max_seq_len = ", max_seq_len,
+                                                   " must be in 1..model.max_seq_len (",
+                                                   model.max_seq_len, ")"));
+  }
+  absl::StatusOr<cudaDeviceProp> prop = CurrentDevice();
+  if (!prop.ok()) return prop.status();
+  if (absl::Status s = CheckRecipe(recipe, *prop); !s.ok()) return s;
+  std::unique_ptr<CudaEngine> engine(
+      new CudaEngine(model, recipe, max_batch, max_seq_len, options));
+  engine->device_ = DescribeDevice(*prop);
+  if (absl::Status s = engine->Init(seed); !s.ok()) return s;
+  return engine;
+}
+
+CudaEngine::CudaEngine(const ModelConfig& model, const RecipeConfig& recipe, int max_batch,
+                       int max_seq_len, CudaEngineOptions options)
+    : model_(model),
+      recipe_(recipe),
+      max_batch_(max_batch),
+      max_seq_len_(max_seq_len),
+      options_(options) {}
+
+CudaEngine::~CudaEngine() {
+  if (stream_ != nullptr) cudaStreamSynchronize(stream_);
+  gemm_.reset();
+  cudnn_attention_.reset();
+  if (pinned_tokens_ != nullptr) cudaFreeHost(pinned_tokens_);
+  if (pinned_scalars_ != nullptr) cudaFreeHost(pinned_scalars_);
+  if (stream_ != nullptr) cudaStreamDestroy(stream_);
+}
+
+absl::Status CudaEngine::Init(uint64_t seed) {
+  for (const ParamSpec& spec : ParamSpecs(model_)) {
+    ParamSlot slot;
+    slot.name = spec.name;
+    slot.shape = spec.shape;
+    slot.numel = 1;
+    for (int64_t d : spec.shape) slot.numel *= d;
+    slot.offset = param_count_;
+    slot.is_norm = spec.is_norm;
+    param_count_ += slot.numel;
+    slot_index_[slot.name] = slots_.size();
+    slots_.push_back(std::move(slot));
+  }
+
+  const BatchShape max_shape{max_batch_, max_seq_len_};
+  const int64_t max_tokens = max_shape.tokens();
+  const size_t norm_ws =
+      std::max(RmsNormBackwardWorkspaceBytes(max_tokens, model_.d_model),
+               EmbeddingBackwardWorkspaceBytes(static_cast<int>(max_tokens), model_.vocab_size));
+  norm_ws_bytes_ = std::max<size_t>(norm_ws, 256);
+  CUDA_RETURN_IF_ERROR(cudaStreamCreateWithFlags(&stream_, cudaStreamNonBlocking));
+  attention_ws_bytes_ =
+      std::max<size_t>(ReferenceAttentionBackwardWorkspaceBytes(AttentionShape(max_shape)), 256);
+  if (options_.attention == AttentionBackend::kCudnn) {
+    // Graphs for the largest shape are built before the memory plan so that their workspace is
+    // part of it; a graph cuDNN cannot run leaves the reference kernel in place.
+    absl::StatusOr<std::unique_ptr<CudnnAttention>> cudnn = CudnnAttention::Create(stream_);
+    absl::StatusOr<size_t> ws = cudnn.ok() ? (*cudnn)->Prepare(AttentionShape(max_shape))
+                                           : absl::StatusOr<size_t>(cudnn.status());
+    if (ws.ok()) {
+      cudnn_attention_ = std::move(*cudnn);
+      attention_backend_ = AttentionBackend::kCudnn;
+      attention_ws_bytes_ = std::max(attention_ws_bytes_, *ws);
+    } else {
+      attention_note_ = std::string(ws.status().message());
+      std::fprintf(stderr, "fp8d: cuDNN attention unavailable, using the reference kernel: %s\n",
+                   attention_note_.c_str());
+    }
+  }
+  plan_ = PlanTrainingMemory(model_, max_shape, attention_ws_bytes_, norm_ws_bytes_);
+  absl::StatusOr<DeviceSlab> slab = DeviceSlab::Allocate(plan_);
+  if (!slab.ok()) return slab.status();
+  slab_ = std::move(*slab);
+
+  absl::StatusOr<std::unique_ptr<GemmRunner>> gemm =
+      GemmRunner::Create(Buf<void>("ws.gemm"), kGemmWorkspaceBytes);
+  if (!gemm.ok()) return gemm.status();
+  gemm_ = std::move(*gemm);
+  CUDA_RETURN_IF_ERROR(
+      cudaMallocHost(reinterpret_cast<void**>(&pinned_tokens_), 2 * max_tokens * sizeof(int32_t)));
+  CUDA_RETURN_IF_ERROR(cudaMallocHost(reinterpret_cast<void**>(&pinned_scalars_), 64));
+
+  // Fresh optimizer state, then the seeded weights every engine starts from.
+  CUDA_RETURN_IF_ERROR(cudaMemsetAsync(Buf<void>("adam.m"), 0, param_count_ * 4, stream_));
+  CUDA_RETURN_IF_ERROR(cudaMemsetAsync(Buf<void>("adam.v"), 0, param_count_ * 4, stream_));
+  CUDA_RETURN_IF_ERROR(cudaMemsetAsync(Buf<void>("grad.f32"), 0, param_count_ * 4, stream_));
+  TensorMap init = InitWeights(model_, seed);
+  return LoadState(init);
+}
+
+const CudaEngine::ParamSlot& CudaEngine::Slot(const std::string& name) const {
+  auto it = slot_index_.find(name);
+  if (it == slot_index_.end()) {
+    std::fprintf(stderr, "CudaEngine: no parameter named %s\n", name.c_str());
+    std::abort();
+  }
+  return slots_[it->second];
+}
+float* CudaEngine::ParamF32(const std::string& name) const {
+  return Buf<float>("param.f32") + Slot(name).offset;
+}
+void* CudaEngine::ParamBf16(const std::string& name) const {
+  return Buf<bf16>("param.bf16") + Slot(name).offset;
+}
+float* CudaEngine::Grad(const std::string& name) const {
+  return Buf<float>("grad.f32") + Slot(name).offset;
+}
+
+// ---------------------------------------------------------------------------------------------
+// State transfer
+
+absl::StatusOr<TensorMap> CudaEngine::SaveState() const {
+  TensorMap out;
+  CUDA_RETURN_IF_ERROR(cudaStreamSynchronize(stream_));
+  auto fetch = [&](const float* base, const ParamSlot& slot, const std::string& name)
+      -> absl::Status {
+    HostTensor t;
+    t.shape = slot.shape;
+    t.data.resize(slot.numel);
+    CUDA_RETURN_IF_ERROR(cudaMemcpyAsync(t.data.data(), base + slot.offset,
+                                         slot.numel * sizeof(float), cudaMemcpyDeviceToHost,
+                                         stream_));
+    out.emplace(name, std::move(t));
+    return absl::OkStatus();
+  };
+  for (const ParamSlot& slot : slots_) {
+    if (absl::Status s = fetch(Buf<float>("param.f32"), slot, slot.name); !s.ok()) return s;
+    if (absl::Status s = fetch(Buf<float>("adam.m"), slot, "optim.m." + slot.name); !s.ok())
+      return s;
+    if (absl::Status s = fetch(Buf<float>("adam.v"), slot, "optim.v." + slot.name); !s.ok())
+      return s;
+  }
+  HostTensor step;
+  step.shape = {1};
+  step.data = {static_cast<float>(adam_step_)};
+  out.emplace("optim.step", std::move(step));
+  CUDA_RETURN_IF_ERROR(cudaStreamSynchronize(stream_));
+  return out;
+}
+
+absl::Status CudaEngine::LoadState(const TensorMap& state) {
+  // Validate everything before touching the device, so a bad map leaves the engine unchanged.
+  for (const ParamSlot& slot : slots_) {
+    auto it = state.find(slot.name);
+    if (it == state.end()) {
+      return absl::InvalidArgumentError(absl::StrCat("state is missing tensor ", slot.name));
+    }
+    if (it->second.shape != slot.shape || static_cast<int64_t>(it->second.data.size()) != slot.numel) {
+      return absl::InvalidArgumentError(absl::StrCat("state tensor ", slot.name,
+                                                     " has the wrong shape for this model"));
+    }
+    for (const char* kind : {"optim.m.", "optim.v."}) {
+      auto opt = state.find(kind + slot.name);
+      if (opt != state.end() && static_cast<int64_t>(opt->second.data.size()) != slot.numel) {
+        return absl::InvalidArgumentError(
+            absl::StrCat("state tensor ", kind, slot.name, " has the wrong size"));
+      }
+    }
+  }
+  CUDA_RETURN_IF_ERROR(cudaStreamSynchronize(stream_));
+  const bool has_optim = state.count("optim.step") > 0;
+  for (const ParamSlot& slot : slots_) {
+    // Copies go through stream_ so that the BF16 conversion below is ordered after them.
+    CUDA_RETURN_IF_ERROR(cudaMemcpyAsync(Buf<float>("param.f32") + slot.offset,
+                                         state.at(slot.name).data.data(),
+                                         slot.numel * sizeof(float), cudaMemcpyHostToDevice,
+                                         stream_));
+    for (const auto& [kind, region] :
+         {std::pair{"optim.m.", "adam.m"}, std::pair{"optim.v.", "adam.v"}}) {
+      float* dst = Buf<float>(region) + slot.offset;
+      auto opt = state.find(kind + slot.name);
+      if (opt != state.end()) {
+        CUDA_RETURN_IF_ERROR(cudaMemcpyAsync(dst, opt->second.data.data(),
+                                             slot.numel * sizeof(float), cudaMemcpyHostToDevice,
+                                             stream_));
+      } else if (!has_optim) {
+        CUDA_RETURN_IF_ERROR(cudaMemsetAsync(dst, 0, slot.numel * sizeof(float), stream_));
+      }
+    }
+  }
+  if (has_optim) {
+    const HostTensor& step = state.at("optim.step");
+    adam_step_ = step.data.empty() ? 0 : static_cast<int64_t>(std::llround(step.data[0]));
+  } else {
+    adam_step_ = 0;
+  }
+  FloatToBf16(stream_, Buf<bf16>("param.bf16"), Buf<float>("param.f32"), param_count_);
+  CUDA_RETURN_IF_ERROR(cudaStreamSynchronize(stream_));
+  return absl::OkStatus();
+}
+
+// ---------------------------------------------------------------------------------------------
+// Recipe
+
+absl::Status CudaEngine::SetRecipe(const RecipeConfig& recipe, fp8d::v1::AmaxHandling) {
+  absl::StatusOr<cudaDeviceProp> prop = CurrentDevice();
+  if (!prop.ok()) return prop.status();
+  if (absl::Status s = CheckRecipe(recipe, *prop); !s.ok()) return s;
+  recipe_ = recipe;
+  return absl::OkStatus();
+}
+
+LayerPlan CudaEngine::PlanLayers(int64_t step) const {
+  return PlanFp8Layers(model_, recipe_, step, int64_t{max_batch_} * max_seq_len_,
+                       /*auto_min_dim=*/0);
+}
+
+// ---------------------------------------------------------------------------------------------
+// Batches
+
+absl::Status CudaEngine::ValidateBatch(const TokenBatch& b, const char* what) const {
+  if (b.batch < 1 || b.batch > max_batch_) {
+    return absl::InvalidArgumentError(absl::StrCat(what, ".batch = ", b.batch,
+                                                   " is out of range: allowed 1..", max_batch_));
+  }
+  if (b.seq_len < 1 || b.seq_len > max_seq_len_) {
+    return absl::InvalidArgumentError(absl::StrCat(
+        what, ".seq_len = ", b.seq_len, " is out of range: allowed 1..", max_seq_len_));
+  }
+  const size_t n = static_cast<size_t>(b.batch) * b.seq_len;
+  if (b.inputs.size() != n || b.targets.size() != n) {
+    return absl::InvalidArgumentError(absl::StrCat(what, " holds ", b.inputs.size(), " inputs and ",
+                                                   b.targets.size(), " targets; expected ", n));
+  }
+  for (size_t i = 0; i < n; ++i) {
+    if (b.inputs[i] < 0 || b.inputs[i] >= model_.vocab_size || b.targets[i] < 0 ||
+        b.targets[i] >= model_.vocab_size) {
+      return absl::InvalidArgumentError(absl::StrCat(what, " token at ", i, " is outside 0..",
+                                                     model_.vocab_size - 1));
+    }
+  }
+  return absl::OkStatus();
+}
+
+absl::Status CudaEngine::UploadTokens(const TokenBatch& b) {
+  const size_t n = static_cast<size_t>(b.batch) * b.seq_len;
+  // The previous upload may still be in flight from the staging buffer.
+  CUDA_RETURN_IF_ERROR(cudaStreamSynchronize(stream_));
+  std::copy(b.inputs.begin(), b.inputs.end(), pinned_tokens_);
+  std::copy(b.targets.begin(), b.targets.end(), pinned_tokens_ + n);
+  CUDA_RETURN_IF_ERROR(cudaMemcpyAsync(Buf<int32_t>("act.tokens"), pinned_tokens_,
+                                       n * sizeof(int32_t), cudaMemcpyHostToDevice, stream_));
+  CUDA_RETURN_IF_ERROR(cudaMemcpyAsync(Buf<int32_t>("act.targets"), pinned_tokens_ + n,
+                                       n * sizeof(int32_t), cudaMemcpyHostToDevice, stream_));
+  return absl::OkStatus();
+}
+
+// ---------------------------------------------------------------------------------------------
+// Linear layers: y = x W^T with W [out, in] (BF16 copy); backward dx = dy W, dW += dy^T x (FP32).
+
+absl::Status CudaEngine::Linear(const void* x, int64_t rows, const std::string& weight, void* y,
+                                int64_t out_features, int64_t in_features) {
+  GemmConfig c;
+  c.trans_b = true;
+  return gemm_->Run(c, {rows, out_features, in_features}, x, ParamBf16(weight), y, stream_);
+}
+
+absl::Status CudaEngine::LinearBackward(const void* dy, const void* x, int64_t rows,
+                                        const std::string& weight, void* dx,
+                                        int64_t out_features, int64_t in_features) {
+  if (dx != nullptr) {
+    GemmConfig c;
+    if (absl::Status s = gemm_->Run(c, {rows, in_features, out_features}, dy, ParamBf16(weight),
+                                    dx, stream_);
+        !s.ok())
+      return s;
+  }
+  GemmConfig w;
+  w.trans_a = true;
+  w.c_type = CUDA_R_32F;
+  w.beta = 1.f;
+  return gemm_->Run(w, {out_features, in_features, rows}, dy, x, Grad(weight), stream_);
+}
+
+// ---------------------------------------------------------------------------------------------
+// Forward
+
+AttentionDims CudaEngine::AttentionShape(const BatchShape& shape) const {
+  AttentionDims dims;
+  dims.batch = shape.batch;
+  dims.seq_len = shape.seq_len;
+  dims.n_head = model_.n_head;
+  dims.n_kv_head = model_.n_kv_head;
+  dims.head_dim = model_.head_dim();
+  dims.qkv_stride = model_.qkv_dim();
+  return dims;
+}
+
+absl::Status CudaEngine::Attention(int l, const BatchShape& shape, bool backward) {
+  const std::string a = ActPrefix(l);
+  const AttentionDims dims = AttentionShape(shape);
+  // Q, K and V are column ranges of the fused QKV rows: [q heads | k heads | v heads].
+  const bf16* q = Buf<bf16>(a + "qkv");
+  const bf16* k = q + model_.d_model;
+  const bf16* v = k + model_.kv_dim();
+  if (cudnn_attention_ != nullptr) {
+    absl::Status s;
+    if (!backward) {
+      s = cudnn_attention_->Forward(Buf<bf16>(a + "attn"), Buf<float>(a + "lse"), q, k, v, dims,
+                                    Buf<void>("ws.attention"), attention_ws_bytes_);
+    } else {
+      bf16* dq = Buf<bf16>("scratch.dwide");
+      s = cudnn_attention_->Backward(dq, dq + model_.d_model, dq + model_.d_model + model_.kv_dim(),
+                                     Buf<bf16>("scratch.dnarrow"), q, k, v, Buf<bf16>(a + "attn"),
+                                     Buf<float>(a + "lse"), dims, Buf<void>("ws.attention"),
+                                     attention_ws_bytes_);
+    }
+    if (s.ok()) return s;
+    // A shape the graphs were not prepared for and cuDNN cannot run: the reference kernel
+    // computes the same function.
+    if (attention_note_.empty()) {
+      attention_note_ = std::string(s.message());
+      std::fprintf(stderr, "fp8d: cuDNN attention failed for a batch shape, using the reference "
+                   "kernel for it: %s\n", attention_note_.c_str());
+    }
+  }
+  if (!backward) {
+    ReferenceAttentionForward(stream_, Buf<bf16>(a + "attn"), Buf<float>(a + "lse"), q, k, v,
+                              dims);
+    return absl::OkStatus();
+  }
+  // dQKV lands in scratch.dwide with the same column layout; d(attn) is in scratch.dnarrow.
+  bf16* dq = Buf<bf16>("scratch.dwide");
+  bf16* dk = dq + model_.d_model;
+  bf16* dv = dk + model_.kv_dim();
+  ReferenceAttentionBackward(stream_, dq, dk, dv, Buf<bf16>("scratch.dnarrow"), q, k, v,
+                             Buf<bf16>(a + "attn"), Buf<float>(a + "lse"), dims,
+                             Buf<void>("ws.attention"), attention_ws_bytes_);
+  return absl::OkStatus();
+}
+
+absl::Status CudaEngine::Forward(const BatchShape& shape) {
+  const int64_t n = shape.tokens();
+  const int d = model_.d_model, ff = model_.d_ff, qkv = model_.qkv_dim();
+  EmbeddingForward(stream_, Buf<bf16>("act.0.res_in"), Buf<int32_t>("act.tokens"),
+                   ParamF32("model.embed_tokens.weight"), static_cast<int>(n), d);
+  for (int l = 0; l < model_.n_layer; ++l) {
+    const std::string p = LayerPrefix(l), a = ActPrefix(l);
+    const std::string next =
+        l + 1 < model_.n_layer ? ActPrefix(l + 1) + "res_in" : std::string("act.final.res");
+    bf16* res_in = Buf<bf16>(a + "res_in");
+    bf16* res_mid = Buf<bf16>(a + "res_mid");
+    bf16* res_out = Buf<bf16>(next);
+
+    RmsNormForward(stream_, Buf<bf16>(a + "ln1"), Buf<float>(a + "rstd1"), res_in,
+                   ParamF32(p + "input_layernorm.weight"), n, d, model_.norm_eps);
+    if (absl::Status s = Linear(Buf<bf16>(a + "ln1"), n, p + "self_attn.qkv_proj.weight",
+                                Buf<bf16>(a + "qkv"), qkv, d);
+        !s.ok())
+      return s;
+    bf16* q = Buf<bf16>(a + "qkv");
+    RopeForward(stream_, q, shape.batch, shape.seq_len, model_.n_head, model_.head_dim(), qkv,
+                model_.rope_theta);
+    RopeForward(stream_, q + d, shape.batch, shape.seq_len, model_.n_kv_head, model_.head_dim(),
+                qkv, model_.rope_theta);
+    if (absl::Status s = Attention(l, shape, /*backward=*/false); !s.ok()) return s;
+    // The output projection lands in res_mid, then the residual is added in place.
+    if (absl::Status s =
+            Linear(Buf<bf16>(a + "attn"), n, p + "self_attn.o_proj.weight", res_mid, d, d);
+        !s.ok())
+      return s;
+    ResidualAdd(stream_, res_mid, res_mid, res_in, n * d);
+
+    RmsNormForward(stream_, Buf<bf16>(a + "ln2"), Buf<float>(a + "rstd2"), res_mid,
+                   ParamF32(p + "post_attention_layernorm.weight"), n, d, model_.norm_eps);
+    if (absl::Status s = Linear(Buf<bf16>(a + "ln2"), n, p + "mlp.gate_up_proj.weight",
+                                Buf<bf16>(a + "gate_up"), 2 * int64_t{ff}, d);
+        !s.ok())
+      return s;
+    SwiGluForward(stream_, Buf<bf16>(a + "h"), Buf<bf16>(a + "gate_up"), n, ff);
+    if (absl::Status s = Linear(Buf<bf16>(a + "h"), n, p + "mlp.down_proj.weight", res_out, d, ff);
+        !s.ok())
+      return s;
+    ResidualAdd(stream_, res_out, res_out, res_mid, n * d);
+  }
+  RmsNormForward(stream_, Buf<bf16>("act.final.ln"), Buf<float>("act.final.rstd"),
+                 Buf<bf16>("act.final.res"), ParamF32("model.norm.weight"), n, d,
+                 model_.norm_eps);
+  return absl::OkStatus();
+}
+
+absl::Status CudaEngine::LmHeadAndLoss(const BatchShape& shape, float dloss, bool backward) {
+  const int64_t n = shape.tokens();
+  const int64_t d = model_.d_model, vocab = model_.vocab_size;
+  const int64_t chunk = LmHeadChunkRows(model_, BatchShape{max_batch_, max_seq_len_});
+  const std::string head = GemmLayerWeight(model_, "lm_head");
+  bf16* logits = Buf<bf16>("act.logits");
+  const bf16* x = Buf<bf16>("act.final.ln");
+  bf16* dx = Buf<bf16>("scratch.dln");
+  for (int64_t r0 = 0; r0 < n; r0 += chunk) {
+    const int64_t rows = std::min(chunk, n - r0);
+    if (absl::Status s = Linear(x + r0 * d, rows, head, logits, vocab, d); !s.ok()) return s;
+    // dloss / n per row: the chunk's rows are part of the mean over all n tokens.
+    CrossEntropyForwardBackward(stream_, Buf<float>("act.loss") + r0,
+                                backward ? logits : nullptr, logits,
+                                Buf<int32_t>("act.targets") + r0, static_cast<int>(rows),
+                                static_cast<int>(vocab),
+                                dloss / static_cast<float>(n));
+    if (backward) {
+      if (absl::Status s = LinearBackward(logits, x + r0 * d, rows, head, dx + r0 * d, vocab, d);
+          !s.ok())
+        return s;
+    }
+  }
+  return absl::OkStatus();
+}
+
+absl::StatusOr<float> CudaEngine::ReadMeanLoss(int64_t tokens) {
+  float* mean = ScalarSlot(kMeanLossSlot);
+  MeanLoss(stream_, mean, Buf<float>("act.loss"), static_cast<int>(tokens));
+  CUDA_RETURN_IF_ERROR(cudaMemcpyAsync(pinned_scalars_, mean, sizeof(float),
+                                       cudaMemcpyDeviceToHost, stream_));
+  CUDA_RETURN_IF_ERROR(cudaStreamSynchronize(stream_));
+  return pinned_scalars_[0];
+}
+
+// ---------------------------------------------------------------------------------------------
+// Backward (gradients accumulate into grad.f32; dloss already folded into dlogits)
+
+absl::Status CudaEngine::Backward(const BatchShape& shape) {
+  const int64_t n = shape.tokens();
+  const int d = model_.d_model, ff = model_.d_ff, qkv = model_.qkv_dim();
+  bf16* dres = Buf<bf16>("scratch.dres");
+  bf16* dln = Buf<bf16>("scratch.dln");
+  bf16* dwide = Buf<bf16>("scratch.dwide");
+  bf16* dnarrow = Buf<bf16>("scratch.dnarrow");
+  void* ws = Buf<void>("ws.norm");
+  const size_t norm_ws_bytes = norm_ws_bytes_;
+
+  // Final norm: d(final residual) from d(final norm output).
+  RmsNormBackward(stream_, dres, Grad("model.norm.weight"), dln, Buf<bf16>("act.final.res"),
+                  ParamF32("model.norm.weight"), Buf<float>("act.final.rstd"), n, d,
+                  /*accumulate_dx=*/false, ws, norm_ws_bytes);
+  for (int l = model_.n_layer - 1; l >= 0; --l) {
+    const std::string p = LayerPrefix(l), a = ActPrefix(l);
+    // MLP: res_out = res_mid + down(swiglu(gate_up(norm2(res_mid)))).
+    if (absl::Status s = LinearBackward(dres, Buf<bf16>(a + "h"), n, p + "mlp.down_proj.weight",
+                                        dnarrow, d, ff);
+        !s.ok())
+      return s;
+    SwiGluBackward(stream_, dwide, dnarrow, Buf<bf16>(a + "gate_up"), n, ff);
+    if (absl::Status s = LinearBackward(dwide, Buf<bf16>(a + "ln2"), n,
+                                        p + "mlp.gate_up_proj.weight", dln, 2 * int64_t{ff}, d);
+        !s.ok())
+      return s;
+    RmsNormBackward(stream_, dres, Grad(p + "post_attention_layernorm.weight"), dln,
+                    Buf<bf16>(a + "res_mid"), ParamF32(p + "post_attention_layernorm.weight"),
+                    Buf<float>(a + "rstd2"), n, d, /*accumulate_dx=*/true, ws, norm_ws_bytes);
+    // Attention: res_mid = res_in + o_proj(attn(rope(qkv(norm1(res_in))))).
+    if (absl::Status s = LinearBackward(dres, Buf<bf16>(a + "attn"), n,
+                                        p + "self_attn.o_proj.weight", dnarrow, d, d);
+        !s.ok())
+      return s;
+    if (absl::Status s = Attention(l, shape, /*backward=*/true); !s.ok()) return s;
+    RopeBackward(stream_, dwide, shape.batch, shape.seq_len, model_.n_head, model_.head_dim(),
+                 qkv, model_.rope_theta);
+    RopeBackward(stream_, dwide + d, shape.batch, shape.seq_len, model_.n_kv_head,
+                 model_.head_dim(), qkv, model_.rope_theta);
+    if (absl::Status s = LinearBackward(dwide, Buf<bf16>(a + "ln1"), n,
+                                        p + "self_attn.qkv_proj.weight", dln, qkv, d);
+        !s.ok())
+      return s;
+    RmsNormBackward(stream_, dres, Grad(p + "input_layernorm.weight"), dln,
+                    Buf<bf16>(a + "res_in"), ParamF32(p + "input_layernorm.weight"),
+                    Buf<float>(a + "rstd1"), n, d, /*accumulate_dx=*/true, ws, norm_ws_bytes);
+  }
+  EmbeddingBackward(stream_, Grad("model.embed_tokens.weight"), Buf<int32_t>("act.tokens"), dres,
+                    static_cast<int>(n), d, model_.vocab_size, ws, norm_ws_bytes);
+  return absl::OkStatus();
+}
+
+// ---------------------------------------------------------------------------------------------
+// Steps
+
+absl::StatusOr<StepResult> CudaEngine::TrainStep(absl::Span<const TokenBatch> micro_batches,
+                                                 const OptimizerStepArgs& args) {
+  if (micro_batches.empty()) {
+    return absl::InvalidArgumentError("TrainStep needs at least one micro-batch");
+  }
+  for (size_t i = 0; i < micro_batches.size(); ++i) {
+    if (absl::Status s =
+            ValidateBatch(micro_batches[i], absl::StrCat("micro_batches[", i, "]").c_str());
+        !s.ok())
+      return s;
+  }
+  CUDA_RETURN_IF_ERROR(
+      cudaMemsetAsync(Buf<void>("grad.f32"), 0, param_count_ * sizeof(float), stream_));
+  // As on the CPU engine: each micro-batch's mean loss is weighted by 1 / (micro-batches), so
+  // gradients and the reported loss are means over micro-batches.
+  const float dloss = 1.f / static_cast<float>(micro_batches.size());
+  float loss = 0.f;
+  for (const TokenBatch& b : micro_batches) {
+    const BatchShape shape{b.batch, b.seq_len};
+    if (absl::Status s = UploadTokens(b); !s.ok()) return s;
+    if (absl::Status s = Forward(shape); !s.ok()) return s;
+    if (absl::Status s = LmHeadAndLoss(shape, dloss, /*backward=*/true); !s.ok()) return s;
+    if (absl::Status s = Backward(shape); !s.ok()) return s;
+    absl::StatusOr<float> mean = ReadMeanLoss(shape.tokens());
+    if (!mean.ok()) return mean.status();
+    loss += *mean * dloss;
+  }
+
+  StepResult result;
+  result.loss = loss;
+  // One reduction over the whole gradient vector (parameters are contiguous), then the norm
+  // and the clipping factor on the device; the host reads the norm to report it and to decide
+  // whether the update is skipped.
+  double* partials = reinterpret_cast<double*>(Buf<char>("scratch.scalars"));
+  float* norm = ScalarSlot(kGradNormSlot);
+  float* clip = ScalarSlot(kClipSlot);
+  GradSquaredNormPartials(stream_, partials, Buf<float>("grad.f32"), param_count_);
+  GradNormFinalize(stream_, norm, clip, partials, kGradNormBlocks, args.grad_clip);
+  CUDA_RETURN_IF_ERROR(
+      cudaMemcpyAsync(pinned_scalars_, norm, sizeof(float), cudaMemcpyDeviceToHost, stream_));
+  CUDA_RETURN_IF_ERROR(cudaStreamSynchronize(stream_));
+  result.grad_norm = pinned_scalars_[0];
+  if (!std::isfinite(result.loss) || !std::isfinite(result.grad_norm)) {
+    result.skipped = true;
+    return result;
+  }
+  ++adam_step_;
+  for (const ParamSlot& slot : slots_) {
+    AdamWParams a;
+    a.lr = args.lr;
+    a.beta1 = args.beta1;
+    a.beta2 = args.beta2;
+    a.eps = args.eps;
+    a.weight_decay = slot.is_norm ? 0.f : args.weight_decay;
+    a.step = adam_step_;
+    AdamWUpdate(stream_, Buf<float>("param.f32") + slot.offset,
+                Buf<bf16>("param.bf16") + slot.offset, Buf<float>("adam.m") + slot.offset,
+                Buf<float>("adam.v") + slot.offset, Buf<float>("grad.f32") + slot.offset,
+                slot.numel, a, clip);
+  }
+  CUDA_RETURN_IF_ERROR(cudaGetLastError());
+  return result;
+}
+
+absl::StatusOr<float> CudaEngine::EvalLoss(const TokenBatch& batch) {
+  if (absl::Status s = ValidateBatch(batch, "batch"); !s.ok()) return s;
+  const BatchShape shape{batch.batch, batch.seq_len};
+  if (absl::Status s = UploadTokens(batch); !s.ok()) return s;
+  if (absl::Status s = Forward(shape); !s.ok()) return s;
+  if (absl::Status s = LmHeadAndLoss(shape, 1.f, /*backward=*/false); !s.ok()) return s;
+  return ReadMeanLoss(shape.tokens());
+}
+
+}  // namespace fp8d::kernels
