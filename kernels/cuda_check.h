@@ -48,7 +48,7 @@ inline absl::Status CublasErrorToStatus(cublasStatus_t err, const char* expr, co
                                         int line) {
   if (err == CUBLAS_STATUS_SUCCESS) return absl::OkStatus();
   const std::string msg = absl::StrFormat("%s failed at %s:%d: %s (%s)", expr, file, line,
-                                          cublasGetStatusName(err), cublasGetStatusString(err));
+                                          cublasLtGetStatusName(err), cublasLtGetStatusString(err));
   if (err == CUBLAS_STATUS_ALLOC_FAILED) return absl::ResourceExhaustedError(msg);
   if (err == CUBLAS_STATUS_NOT_SUPPORTED || err == CUBLAS_STATUS_ARCH_MISMATCH) {
     return absl::FailedPreconditionError(msg);
