@@ -31,7 +31,8 @@ QuantStats QuantizeDequantize(absl::Span<const float> in, absl::Span<float> out,
                               float scale);
 
 // Matrix [rows, cols] row-major, contraction along cols. Scales are computed from the amax of each
-// block of `block_rows` x `block_cols` (current scaling: scale = fp8_max / amax, 1 when amax is 0),
+// block of `block_rows` x `block_cols` (current scaling: scale = fp8_max / amax, 1 when amax is 0,
+// NaN or inf, FLT_MAX when fp8_max / amax overflows),
 // block (r, c) at scales[r * ceil(cols / block_cols) + c]. Rowwise = (1, cols); 1x128 = (1, 128);
 // 128x128 = (128, 128). Partial edge blocks use their own amax.
 QuantStats QuantizeDequantizeBlocks(const float* in, float* out, int rows, int cols, int block_rows,

@@ -1,0 +1,84 @@
+#include "core/layer_policy.h"
+
+#include <algorithm>
+#include <regex>
+
+#include "absl/base/internal/raw_logging.h"
+#include "absl/strings/match.h"
+#include "core/model_weights.h"
+
+namespace fp8d {
+namespace {
+
+constexpr char kLmHead[] = "lm_head";
+
+std::vector<std::regex> CompileAll(const std::vector<std::string>& patterns) {
+  std::vector<std::regex> out;
+  out.reserve(patterns.size());
+  for (const std::string& p : patterns) {
+    try {
+      out.emplace_back(p, std::regex::ECMAScript);
+    } catch (const std::regex_error& e) {
+      // ResolveRecipe compiles every pattern, so reaching here means an unvalidated recipe.
+      ABSL_RAW_LOG(FATAL, "layer policy regex \"%s\" was not validated: %s", p.c_str(), e.what());
+    }
+  }
+  return out;
+}
+
+bool MatchesAny(const std::vector<std::regex>& res, const std::string& name) {
+  return std::any_of(res.begin(), res.end(),
+                     [&](const std::regex& re) { return std::regex_match(name, re); });
+}
+
+}  // namespace
+
+GemmShape LayerGemmShape(const ModelConfig& model, const std::string& layer,
+                         int64_t tokens_per_micro_batch) {
+  GemmShape s;
+  s.m = tokens_per_micro_batch;
+  if (layer == kLmHead) {
+    s.n = model.vocab_size;
+    s.k = model.d_model;
+  } else if (absl::StartsWith(layer, "layers.") && absl::EndsWith(layer, ".attn.qkv")) {
+    s.n = model.qkv_dim();
+    s.k = model.d_model;
+  } else if (absl::StartsWith(layer, "layers.") && absl::EndsWith(layer, ".attn.out")) {
+    s.n = model.d_model;
+    s.k = model.d_model;
+  } else if (absl::StartsWith(layer, "layers.") && absl::EndsWith(layer, ".mlp.gate_up")) {
+    s.n = 2 * int64_t{model.d_ff};
+    s.k = model.d_model;
+  } else if (absl::StartsWith(layer, "layers.") && absl::EndsWith(layer, ".mlp.down")) {
+    s.n = model.d_model;
+    s.k = model.d_ff;
+  } else {
+    ABSL_RAW_LOG(FATAL, "not a GEMM layer name: \"%s\"", layer.c_str());
+  }
+  return s;
+}
+
+LayerPlan PlanFp8Layers(const ModelConfig& model, const RecipeConfig& recipe, int64_t step,
+                        int64_t tokens_per_micro_batch, int auto_min_dim) {
+  LayerPlan plan;
+  plan.layers = GemmLayerNames(model);
+  plan.fp8.assign(plan.layers.size(), false);
+  const LayerPolicyConfig& policy = recipe.policy;
+  if (!recipe.is_fp8() || step < policy.bf16_warmup_steps) return plan;
+
+  const int64_t min_dim = policy.min_gemm_dim > 0 ? policy.min_gemm_dim : auto_min_dim;
+  const std::vector<std::regex> include = CompileAll(policy.include);
+  const std::vector<std::regex> exclude = CompileAll(policy.exclude);
+  for (size_t i = 0; i < plan.layers.size(); ++i) {
+    const std::string& name = plan.layers[i];
+    if (policy.skip_lm_head && name == kLmHead) continue;
+    const GemmShape s = LayerGemmShape(model, name, tokens_per_micro_batch);
+    if (std::min({s.m, s.n, s.k}) < min_dim) continue;
+    if (!include.empty() && !MatchesAny(include, name)) continue;
+    if (MatchesAny(exclude, name)) continue;
+    plan.fp8[i] = true;
+  }
+  return plan;
+}
+
+}  // namespace fp8d
