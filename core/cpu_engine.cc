@@ -62,8 +62,8 @@ std::string ShapeString(const std::vector<int64_t>& shape) {
 }  // namespace
 
 absl::StatusOr<std::unique_ptr<CpuEngine>> CpuEngine::Create(const ModelConfig& model,
-                                                            const RecipeConfig& recipe,
-                                                            uint64_t seed) {
+                                                             const RecipeConfig& recipe,
+                                                             uint64_t seed) {
   if (recipe.kind == RecipeKind::kMxfp8) return absl::FailedPreconditionError(kMxfp8Unsupported);
   return std::unique_ptr<CpuEngine>(new CpuEngine(model, recipe, seed));
 }
@@ -154,12 +154,9 @@ absl::StatusOr<StepResult> CpuEngine::TrainStep(absl::Span<const TokenBatch> mic
     ++optim_step_;
     const float clip = ref::ClipFactor(result.grad_norm, args.grad_clip);
     for (const ParamSpec& spec : specs_) {
-      ref::AdamWArgs adam{args.lr,
-                          args.beta1,
-                          args.beta2,
-                          args.eps,
-                          spec.is_norm ? 0.f : args.weight_decay,
-                          optim_step_};
+      ref::AdamWArgs adam{
+          args.lr,    args.beta1, args.beta2, args.eps, spec.is_norm ? 0.f : args.weight_decay,
+          optim_step_};
       HostTensor& w = weights_.at(spec.name);
       ref::AdamWUpdate(w.data.data(), grads_.at(spec.name).data.data(),
                        adam_m_.at(spec.name).data.data(), adam_v_.at(spec.name).data.data(),
@@ -208,22 +205,21 @@ absl::Status CpuEngine::LoadState(const TensorMap& state) {
     if (it->second.shape != shape ||
         it->second.data.size() != static_cast<size_t>(it->second.numel())) {
       return absl::InvalidArgumentError(absl::StrCat("state tensor \"", name, "\" has shape ",
-                                                     ShapeString(it->second.shape),
-                                                     ", expected ", ShapeString(shape)));
+                                                     ShapeString(it->second.shape), ", expected ",
+                                                     ShapeString(shape)));
     }
     return absl::OkStatus();
   };
   for (const ParamSpec& spec : specs_) {
-    for (const std::string& name :
-         {spec.name, "optim.m." + spec.name, "optim.v." + spec.name}) {
+    for (const std::string& name : {spec.name, "optim.m." + spec.name, "optim.v." + spec.name}) {
       if (absl::Status s = check(name, spec.shape); !s.ok()) return s;
     }
   }
   if (absl::Status s = check(kOptimStep, {1}); !s.ok()) return s;
   const float step = state.at(kOptimStep).data[0];
   if (!(step >= 0.f) || step != std::floor(step)) {
-    return absl::InvalidArgumentError(absl::StrCat(
-        "state tensor \"optim.step\" = ", step, " is out of range: allowed integers >= 0"));
+    return absl::InvalidArgumentError(absl::StrCat("state tensor \"optim.step\" = ", step,
+                                                   " is out of range: allowed integers >= 0"));
   }
   // Under delayed, the scaling state of every GEMM layer and role (names and shapes as Save
   // writes them); other recipes have none and ignore fp8.* tensors.
@@ -235,10 +231,10 @@ absl::Status CpuEngine::LoadState(const TensorMap& state) {
   const bool delayed = recipe_.kind == RecipeKind::kDelayed;
   for (const auto& [name, tensor] : state) {
     if (expected.contains(name) || (!delayed && absl::StartsWith(name, "fp8."))) continue;
-    return absl::InvalidArgumentError(absl::StrCat(
-        "state tensor \"", name, "\" is not part of this engine's state (model ",
-        config_.preset.empty() ? "explicit" : config_.preset, ", recipe ",
-        std::string(RecipeKindName(recipe_.kind)), ")"));
+    return absl::InvalidArgumentError(
+        absl::StrCat("state tensor \"", name, "\" is not part of this engine's state (model ",
+                     config_.preset.empty() ? "explicit" : config_.preset, ", recipe ",
+                     std::string(RecipeKindName(recipe_.kind)), ")"));
   }
 
   for (const ParamSpec& spec : specs_) {

@@ -73,8 +73,8 @@ class CpuEngine : public Engine {
   DeviceInfo device_;
   std::vector<ParamSpec> specs_;
   TensorMap weights_, grads_, adam_m_, adam_v_;
-  int64_t optim_step_ = 0;      // AdamW updates applied (skipped steps excluded)
-  int64_t next_step_ = 0;       // index after the last TrainStep's, for EvalLoss's plan
+  int64_t optim_step_ = 0;  // AdamW updates applied (skipped steps excluded)
+  int64_t next_step_ = 0;   // index after the last TrainStep's, for EvalLoss's plan
   int64_t tokens_per_micro_batch_ = 0;
   CpuModel cpu_model_;
   CpuFp8State fp8_;

@@ -39,8 +39,8 @@ class CpuFp8State {
   // under `plan`. Clears the step's stats, which the returned GemmQuants accumulate into.
   std::vector<GemmQuant> BeginStep(const LayerPlan& plan);
   // After the step's passes: pushes amaxes into the histories and recomputes the scales
-  // (delayed), and records the step's telemetry (AmaxRecord.step = step + 1). Called for skipped steps too, so that
-  // scales can recover from an overflow.
+  // (delayed), and records the step's telemetry (AmaxRecord.step = step + 1). Called for skipped
+  // steps too, so that scales can recover from an overflow.
   void EndStep(int64_t step);
   // The same quantization for an evaluation pass, recording nothing.
   std::vector<GemmQuant> EvalQuant(const LayerPlan& plan) const;

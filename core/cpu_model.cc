@@ -74,14 +74,14 @@ int64_t CpuModel::ActivationBytes() const {
                           &a.rstd2, &a.gate_up, &a.h})
       total += Bytes(*v);
   }
-  for (const auto* v : {&res_out_, &lnf_, &rstdf_, &logits_, &proj_, &dres_, &dtmp_, &dln_,
-                        &datt_, &dqkv_, &dh_, &dgate_up_})
+  for (const auto* v : {&res_out_, &lnf_, &rstdf_, &logits_, &proj_, &dres_, &dtmp_, &dln_, &datt_,
+                        &dqkv_, &dh_, &dgate_up_})
     total += Bytes(*v);
   return total;
 }
 
-void CpuModel::Linear(absl::Span<const GemmQuant> gemms, int layer, const float* x,
-                      const float* w, float* y, int m, int k, int n) {
+void CpuModel::Linear(absl::Span<const GemmQuant> gemms, int layer, const float* x, const float* w,
+                      float* y, int m, int k, int n) {
   if (!gemms.empty() && gemms[layer].fp8) {
     ref::Fp8LinearForward(x, w, y, m, k, n, gemms[layer].quant, gemms[layer].stats);
   } else {
@@ -101,8 +101,7 @@ void CpuModel::LinearBackward(absl::Span<const GemmQuant> gemms, int layer, cons
 }
 
 float CpuModel::ForwardBackward(const TensorMap& weights, const TokenBatch& batch,
-                                absl::Span<const GemmQuant> gemms, float dloss,
-                                TensorMap* grads) {
+                                absl::Span<const GemmQuant> gemms, float dloss, TensorMap* grads) {
   const ModelConfig& c = config_;
   ABSL_RAW_CHECK(gemms.empty() || gemms.size() == GemmLayerNames(c).size(),
                  "one GemmQuant per GEMM layer");
@@ -139,8 +138,8 @@ float CpuModel::ForwardBackward(const TensorMap& weights, const TokenBatch& batc
     Linear(gemms, g + kGateUp, a.ln2.data(), Weight(weights, p + "mlp.gate_up_proj.weight"),
            a.gate_up.data(), N, d, 2 * ff);
     ref::SwiGluForward(a.gate_up.data(), a.h.data(), N, ff);
-    Linear(gemms, g + kDown, a.h.data(), Weight(weights, p + "mlp.down_proj.weight"),
-           proj_.data(), N, ff, d);
+    Linear(gemms, g + kDown, a.h.data(), Weight(weights, p + "mlp.down_proj.weight"), proj_.data(),
+           N, ff, d);
     float* next = l + 1 < L ? layers_[l + 1].res_in.data() : res_out_.data();
     for (size_t i = 0; i < a.res_mid.size(); ++i) next[i] = a.res_mid[i] + proj_[i];
   }
@@ -149,8 +148,8 @@ float CpuModel::ForwardBackward(const TensorMap& weights, const TokenBatch& batc
   const int lm_head = L * kGemmsPerLayer;
   Linear(gemms, lm_head, lnf_.data(), Weight(weights, lm_head_name), logits_.data(), N, d, V);
   float* dlogits = grads != nullptr ? logits_.data() : nullptr;  // gradient written in place
-  const float loss = ref::CrossEntropyForwardBackward(logits_.data(), batch.targets.data(),
-                                                      dlogits, N, V, dloss);
+  const float loss =
+      ref::CrossEntropyForwardBackward(logits_.data(), batch.targets.data(), dlogits, N, V, dloss);
   if (grads == nullptr) return loss;
 
   LinearBackward(gemms, lm_head, logits_.data(), lnf_.data(), Weight(weights, lm_head_name),

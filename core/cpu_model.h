@@ -17,8 +17,8 @@ namespace fp8d {
 // How one GEMM layer runs in a pass; a span of these is indexed like GemmLayerNames(config).
 struct GemmQuant {
   bool fp8 = false;
-  ref::Fp8LinearQuant quant;               // used when fp8
-  ref::Fp8LinearStats* stats = nullptr;    // where operand stats are merged; may be null
+  ref::Fp8LinearQuant quant;             // used when fp8
+  ref::Fp8LinearStats* stats = nullptr;  // where operand stats are merged; may be null
 };
 
 class CpuModel {
@@ -43,8 +43,8 @@ class CpuModel {
   void Resize(int batch, int seq_len);
   void Linear(absl::Span<const GemmQuant> gemms, int layer, const float* x, const float* w,
               float* y, int m, int k, int n);
-  void LinearBackward(absl::Span<const GemmQuant> gemms, int layer, const float* dy,
-                      const float* x, const float* w, float* dx, float* dw, int m, int k, int n);
+  void LinearBackward(absl::Span<const GemmQuant> gemms, int layer, const float* dy, const float* x,
+                      const float* w, float* dx, float* dw, int m, int k, int n);
 
   ModelConfig config_;
   int batch_ = 0, seq_len_ = 0;

@@ -4,8 +4,8 @@
 
 namespace fp8d::ref {
 
-void AdamWUpdate(float* param, const float* grad, float* m, float* v, int64_t n,
-                 const AdamWArgs& a, float grad_scale) {
+void AdamWUpdate(float* param, const float* grad, float* m, float* v, int64_t n, const AdamWArgs& a,
+                 float grad_scale) {
   const float bc1 = 1.f - std::pow(a.beta1, static_cast<float>(a.step));
   const float bc2 = 1.f - std::pow(a.beta2, static_cast<float>(a.step));
   for (int64_t i = 0; i < n; ++i) {

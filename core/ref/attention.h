@@ -12,7 +12,7 @@ struct AttentionShape {
   int n_head = 0;     // query heads
   int n_kv_head = 0;  // key/value heads; query head h reads kv head h / (n_head / n_kv_head)
   int head_dim = 0;
-  int qkv_stride = 0; // floats between consecutive token rows of q, k and v (and dq, dk, dv)
+  int qkv_stride = 0;  // floats between consecutive token rows of q, k and v (and dq, dk, dv)
 };
 
 // q: row (b * seq_len + t) at q + row * qkv_stride, head h at offset h * head_dim; k and v alike

@@ -59,9 +59,8 @@ QuantStats QuantizeOperand(const float* in, float* out, int rows, int cols, bool
       std::vector<float> t(static_cast<size_t>(numel));
       Transpose(in, t.data(), rows, cols);
       const int bc = q.block_cols == 0 ? rows : q.block_cols;
-      const QuantStats stats =
-          QuantizeDequantizeBlocks(t.data(), t.data(), cols, rows, q.block_rows, bc, q.format,
-                                   &scales);
+      const QuantStats stats = QuantizeDequantizeBlocks(t.data(), t.data(), cols, rows,
+                                                        q.block_rows, bc, q.format, &scales);
       Transpose(t.data(), out, cols, rows);
       return stats;
     }
@@ -77,8 +76,8 @@ void Fp8LinearForward(const float* x, const float* w, float* y, int m, int k, in
   ABSL_RAW_CHECK(r0 >= 0 && nq > 0, "fp32_out_rows must leave at least one FP8 output row");
   std::vector<float> xq(static_cast<size_t>(m) * k), wq(static_cast<size_t>(nq) * k);
   const QuantStats sx = QuantizeOperand(x, xq.data(), m, k, false, quant.input);
-  const QuantStats sw = QuantizeOperand(w + static_cast<int64_t>(r0) * k, wq.data(), nq, k, false,
-                                        quant.weight);
+  const QuantStats sw =
+      QuantizeOperand(w + static_cast<int64_t>(r0) * k, wq.data(), nq, k, false, quant.weight);
   if (stats != nullptr) {
     stats->input.Merge(sx);
     stats->weight.Merge(sw);
@@ -94,8 +93,8 @@ void Fp8LinearForward(const float* x, const float* w, float* y, int m, int k, in
   StoreColumns(y_fp8.data(), y, m, n, r0, nq);
 }
 
-void Fp8LinearBackward(const float* dy, const float* x, const float* w, float* dx, float* dw,
-                       int m, int k, int n, const Fp8LinearQuant& quant, Fp8LinearStats* stats) {
+void Fp8LinearBackward(const float* dy, const float* x, const float* w, float* dx, float* dw, int m,
+                       int k, int n, const Fp8LinearQuant& quant, Fp8LinearStats* stats) {
   const int r0 = quant.fp32_out_rows;
   const int nq = n - r0;
   ABSL_RAW_CHECK(r0 >= 0 && nq > 0, "fp32_out_rows must leave at least one FP8 output row");

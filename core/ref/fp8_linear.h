@@ -26,10 +26,10 @@ enum class Fp8Scaling {
 struct Fp8OperandQuant {
   Fp8Scaling scaling = Fp8Scaling::kTensor;
   Fp8Format format = Fp8Format::kE4M3;
-  float scale = 1.f;    // kTensor
-  int margin = 0;       // kCurrentTensor
-  int block_rows = 1;   // kBlocks, in the consuming GEMM's layout (contraction along columns)
-  int block_cols = 0;   // kBlocks; 0 = the whole contraction dimension (rowwise)
+  float scale = 1.f;   // kTensor
+  int margin = 0;      // kCurrentTensor
+  int block_rows = 1;  // kBlocks, in the consuming GEMM's layout (contraction along columns)
+  int block_cols = 0;  // kBlocks; 0 = the whole contraction dimension (rowwise)
 };
 
 struct Fp8LinearQuant {
@@ -60,7 +60,7 @@ void Fp8LinearForward(const float* x, const float* w, float* y, int m, int k, in
                       const Fp8LinearQuant& quant, Fp8LinearStats* stats);
 
 // dx[m, k] = Q(dy) Q(w) (overwritten); dw[n, k] += Q(dy)^T Q(x) (accumulated).
-void Fp8LinearBackward(const float* dy, const float* x, const float* w, float* dx, float* dw,
-                       int m, int k, int n, const Fp8LinearQuant& quant, Fp8LinearStats* stats);
+void Fp8LinearBackward(const float* dy, const float* x, const float* w, float* dx, float* dw, int m,
+                       int k, int n, const Fp8LinearQuant& quant, Fp8LinearStats* stats);
 
 }  // namespace fp8d::ref

@@ -25,6 +25,9 @@ using ::testing::HasSubstr;
 
 constexpr int kBatch = 2;
 constexpr int kSeqLen = 16;
+// FP8 losses on the tiny model stay within 0.2% of FP32 over the first steps, while one step
+// lowers the loss by ~8%: 0.5% separates "tracks the baseline" from "trains differently".
+constexpr float kFp8LossRelTol = 0.005f;
 
 ModelConfig TinyModel() {
   fp8d::v1::ModelConfig proto;
@@ -218,15 +221,17 @@ TEST(CpuEngine, DelayedScalesAfterAStepAreComputeScaleOfTheirHistory) {
 TEST(CpuEngine, Fp8RecipesGiveLossesCloseToBf16) {
   auto baseline = MakeEngine(Recipe("bf16"));
   const std::vector<float> bf16 = Train(*baseline, 4);
-  const std::pair<std::string, std::string> recipes[] = {
-      {"delayed", ""}, {"current", ""}, {"rowwise", ""}, {"blockwise", ""},
-      {"blockwise", "128x128"}};
+  const std::pair<std::string, std::string> recipes[] = {{"delayed", ""},
+                                                         {"current", ""},
+                                                         {"rowwise", ""},
+                                                         {"blockwise", ""},
+                                                         {"blockwise", "128x128"}};
   for (const auto& [name, block] : recipes) {
     SCOPED_TRACE(name + " " + block);
     auto engine = MakeEngine(Recipe(name, block));
     EXPECT_EQ(engine->PlanLayers(0).fp8_count(), 4 * TinyModel().n_layer);
     const std::vector<float> fp8 = Train(*engine, 4);
-    for (size_t i = 0; i < fp8.size(); ++i) EXPECT_NEAR(fp8[i], bf16[i], 0.02f * bf16[i]);
+    for (size_t i = 0; i < fp8.size(); ++i) EXPECT_NEAR(fp8[i], bf16[i], kFp8LossRelTol * bf16[i]);
     EXPECT_NE(fp8, bf16);  // FP8 really ran
     EXPECT_GT(engine->AmaxTelemetry().tensors_size(), 0);
   }
@@ -260,7 +265,7 @@ TEST(CpuEngine, SkipAttentionQkQuantizesOnlyTheValueRowsOfQkv) {
   // Losses still track the baseline.
   auto baseline = MakeEngine(Recipe("bf16"));
   auto fp8 = MakeEngine(*ResolveRecipe(proto));
-  EXPECT_NEAR(Train(*fp8, 2)[1], Train(*baseline, 2)[1], 0.02f * std::log(256.f));
+  EXPECT_NEAR(Train(*fp8, 2)[1], Train(*baseline, 2)[1], kFp8LossRelTol * std::log(256.f));
 }
 
 TEST(CpuEngine, AmaxResetRestartsScalesAtOneAndKeepPreservesThem) {
@@ -321,8 +326,7 @@ TEST(CpuEngine, GradNormIsReportedBeforeClippingAndClippingChangesTheUpdate) {
 }
 
 TEST(CpuEngine, Mxfp8IsFailedPreconditionOnCreateAndSetRecipe) {
-  absl::StatusOr<std::unique_ptr<CpuEngine>> e =
-      CpuEngine::Create(TinyModel(), Recipe("mxfp8"), 1);
+  absl::StatusOr<std::unique_ptr<CpuEngine>> e = CpuEngine::Create(TinyModel(), Recipe("mxfp8"), 1);
   ASSERT_EQ(e.status().code(), absl::StatusCode::kFailedPrecondition);
   EXPECT_THAT(std::string(e.status().message()), HasSubstr("sm_100"));
   auto engine = MakeEngine(Recipe("bf16"));

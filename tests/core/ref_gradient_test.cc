@@ -182,8 +182,8 @@ TEST_P(RefAttention, BackwardMatchesFiniteDifference) {
   const std::vector<float> r = RandomVector(rows * qd, 12);
   std::vector<float> out(rows * qd), lse(c.batch * c.n_head * c.seq);
   auto objective = [&] {
-    ref::AttentionForward(qkv.data(), qkv.data() + qd, qkv.data() + qd + kv, out.data(),
-                          lse.data(), s);
+    ref::AttentionForward(qkv.data(), qkv.data() + qd, qkv.data() + qd + kv, out.data(), lse.data(),
+                          s);
     return Dot(out, r);
   };
   objective();
@@ -194,9 +194,9 @@ TEST_P(RefAttention, BackwardMatchesFiniteDifference) {
 }
 
 INSTANTIATE_TEST_SUITE_P(RefAttentionShapes, RefAttention,
-                         ::testing::Values(AttentionCase{2, 5, 2, 2, 4},   // multi-head
-                                           AttentionCase{1, 6, 4, 2, 4},   // GQA, 2 per group
-                                           AttentionCase{2, 4, 4, 1, 2})); // multi-query
+                         ::testing::Values(AttentionCase{2, 5, 2, 2, 4},    // multi-head
+                                           AttentionCase{1, 6, 4, 2, 4},    // GQA, 2 per group
+                                           AttentionCase{2, 4, 4, 1, 2}));  // multi-query
 
 TEST(RefAttentionCausality, FutureKeysAndValuesDoNotChangeEarlierOutputs) {
   const int seq = 6, n_head = 4, n_kv = 2, hd = 4, qd = n_head * hd, kv = n_kv * hd;
@@ -212,8 +212,8 @@ TEST(RefAttentionCausality, FutureKeysAndValuesDoNotChangeEarlierOutputs) {
       EXPECT_NEAR(out[h * hd + d], qkv[qd + kv + (h / (n_head / n_kv)) * hd + d], 1e-6);
   const int t = 3;
   for (int c = qd; c < stride; ++c) qkv[t * stride + c] += 1.f;  // k and v of token 3
-  ref::AttentionForward(qkv.data(), qkv.data() + qd, qkv.data() + qd + kv, out2.data(),
-                        lse.data(), s);
+  ref::AttentionForward(qkv.data(), qkv.data() + qd, qkv.data() + qd + kv, out2.data(), lse.data(),
+                        s);
   for (int row = 0; row < seq; ++row) {
     double diff = 0.0;
     for (int c = 0; c < qd; ++c) diff += std::fabs(out2[row * qd + c] - out[row * qd + c]);
@@ -252,12 +252,12 @@ TEST(RefCrossEntropy, BackwardMatchesFiniteDifferenceAndMayRunInPlace) {
                        logits.data(), targets.data(), nullptr, rows, vocab, dloss));
   };
   std::vector<float> dlogits(logits.size());
-  const float loss = ref::CrossEntropyForwardBackward(logits.data(), targets.data(),
-                                                      dlogits.data(), rows, vocab, dloss);
+  const float loss = ref::CrossEntropyForwardBackward(logits.data(), targets.data(), dlogits.data(),
+                                                      rows, vocab, dloss);
   ExpectGradient("dlogits", &logits, dlogits, objective);
   std::vector<float> in_place = logits;
-  EXPECT_EQ(ref::CrossEntropyForwardBackward(in_place.data(), targets.data(), in_place.data(),
-                                             rows, vocab, dloss),
+  EXPECT_EQ(ref::CrossEntropyForwardBackward(in_place.data(), targets.data(), in_place.data(), rows,
+                                             vocab, dloss),
             loss);
   EXPECT_EQ(in_place, dlogits);
 }
@@ -266,9 +266,9 @@ TEST(RefCrossEntropy, UniformLogitsGiveLogVocab) {
   const int vocab = 256;
   std::vector<float> logits(2 * vocab, 0.5f);
   const std::vector<int32_t> targets = {3, 200};
-  EXPECT_NEAR(ref::CrossEntropyForwardBackward(logits.data(), targets.data(), nullptr, 2, vocab,
-                                               1.f),
-              std::log(256.0), 1e-5);
+  EXPECT_NEAR(
+      ref::CrossEntropyForwardBackward(logits.data(), targets.data(), nullptr, 2, vocab, 1.f),
+      std::log(256.0), 1e-5);
 }
 
 TEST(RefAdamW, FirstStepMovesEachParameterByLrTimesSignPlusDecay) {
