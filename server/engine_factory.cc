@@ -68,6 +68,8 @@ absl::StatusOr<std::unique_ptr<Engine>> CreateCpuEngine(const ModelConfig& model
 #ifdef FP8D_HAVE_CUDA
 constexpr bool kBuiltWithCuda = true;
 
+using kernels::CudaEngine;
+
 absl::StatusOr<DeviceInfo> ProbeCuda() { return CudaEngine::Probe(); }
 
 absl::StatusOr<std::unique_ptr<Engine>> CreateCudaEngine(const ModelConfig& model,
