@@ -15,6 +15,9 @@ __global__ void CrossEntropyKernel(float* row_losses, __nv_bfloat16* dlogits,
   __shared__ float shared[kWarpSize];
   const int64_t row = blockIdx.x;
   const __nv_bfloat16* lr = logits + row * vocab;
+  const int32_t target = targets[row];
+  // Read before any thread of the block can overwrite it with its gradient (in place).
+  const float target_logit = threadIdx.x == 0 ? __bfloat162float(lr[target]) : 0.f;
   // Per-thread online max and sum of exp(x - max).
   float mx = -INFINITY;
   float sum = 0.f;
@@ -31,11 +34,10 @@ __global__ void CrossEntropyKernel(float* row_losses, __nv_bfloat16* dlogits,
   const float scaled = mx == -INFINITY ? 0.f : sum * expf(mx - row_max);
   const float row_sum = BlockSum(scaled, shared);
   const float lse = row_max + logf(row_sum);
-  const int32_t target = targets[row];
-  if (threadIdx.x == 0) row_losses[row] = lse - __bfloat162float(lr[target]);
+  if (threadIdx.x == 0) row_losses[row] = lse - target_logit;
   if (dlogits == nullptr) return;
   // In place is safe: each element is read and then written by the same thread, and the
-  // target's logit was read above, before this block's first write (BlockSum synchronises).
+  // target's logit was read before the reductions, whose barriers precede every write.
   __nv_bfloat16* dr = dlogits + row * vocab;
   for (int j = threadIdx.x; j < vocab; j += blockDim.x) {
     const float p = expf(__bfloat162float(lr[j]) - lse);

@@ -64,24 +64,27 @@ __global__ void IotaKernel(int32_t* x, int n) {
   if (i < n) x[i] = i;
 }
 
-// Block k starts a segment when sorted_tokens[k] differs from its predecessor; it then owns
-// that token's gradient row and adds the segment's rows in position order.
+// Block (k, y) works when sorted_tokens[k] starts a segment (differs from its predecessor): it
+// then owns channels [y * blockDim.x, (y + 1) * blockDim.x) of that token's gradient row and
+// adds the segment's rows in position order, starting from the row's current value as the
+// reference does. Splitting channels over blockIdx.y keeps a frequent token's serial chain short.
 __global__ void EmbeddingBackwardSegmentKernel(float* dtable, const int32_t* sorted_tokens,
                                                const int32_t* sorted_positions,
                                                const __nv_bfloat16* dout, int n, int dim) {
   const int k = blockIdx.x;
   const int32_t token = sorted_tokens[k];
   if (k > 0 && sorted_tokens[k - 1] == token) return;
+  const int c = blockIdx.y * blockDim.x + threadIdx.x;
+  if (c >= dim) return;
   int end = k + 1;
   while (end < n && sorted_tokens[end] == token) ++end;
   float* row = dtable + static_cast<int64_t>(token) * dim;
-  for (int c = threadIdx.x; c < dim; c += blockDim.x) {
-    float acc = row[c];
-    for (int j = k; j < end; ++j) {
-      acc += __bfloat162float(dout[static_cast<int64_t>(sorted_positions[j]) * dim + c]);
-    }
-    row[c] = acc;
+  float acc = row[c];
+#pragma unroll 4
+  for (int j = k; j < end; ++j) {
+    acc += __bfloat162float(dout[static_cast<int64_t>(sorted_positions[j]) * dim + c]);
   }
+  row[c] = acc;
 }
 
 }  // namespace
@@ -109,8 +112,9 @@ void EmbeddingBackward(cudaStream_t stream, float* dtable, const int32_t* tokens
   CUDA_CHECK(cub::DeviceRadixSort::SortPairs(w.cub_temp, w.cub_bytes, tokens, w.sorted_tokens,
                                              w.positions, w.sorted_positions, n, 0,
                                              KeyBits(vocab), stream));
-  EmbeddingBackwardSegmentKernel<<<n, kThreads, 0, stream>>>(dtable, w.sorted_tokens,
-                                                             w.sorted_positions, dout, n, dim);
+  const dim3 grid(n, static_cast<unsigned>(CeilDiv(dim, kThreads)));
+  EmbeddingBackwardSegmentKernel<<<grid, kThreads, 0, stream>>>(dtable, w.sorted_tokens,
+                                                                w.sorted_positions, dout, n, dim);
   CUDA_CHECK_LAUNCH();
 }
 

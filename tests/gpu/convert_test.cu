@@ -25,7 +25,7 @@ class GpuConvertTest : public testing::GpuTest<int64_t> {
     const float specials[] = {0.f,
                               -0.f,
                               1.00390625f,  // halfway between two BF16 values: ties to even
-                              3.3895313e38f,  // rounds up past the largest BF16: infinity
+                              3.4e38f,        // over BF16 max + half a step: rounds to inf
                               1e-40f,         // subnormal
                               std::numeric_limits<float>::infinity(),
                               -std::numeric_limits<float>::infinity()};
