@@ -1,6 +1,7 @@
 // A simple causal grouped-query attention on BF16 Q/K/V with FP32 softmax, forward and
 // backward, matching core/ref/attention.h. One warp per query row (forward, dQ) or per key row
-// (dK, dV), no tiling: slow but obviously correct. It is the oracle for the cuDNN path on the
+// (dK, dV), walking the other side 32 rows at a time with one row per lane; no tensor cores and
+// no sharing between warps: slow but easy to check. It is the oracle for the cuDNN path on the
 // GPU and a fallback the engine may use while that path is validated.
 //
 // Layout: q, k, v point into the fused QKV buffer, rows (b * seq_len + t) `qkv_stride` elements
