@@ -19,7 +19,7 @@ MAX_BUNDLE_MB=64
 TARGETS=(fp8d_gpu_tests fp8d-bench)
 OPTIONAL_TARGETS=(fp8d fp8ctl)
 
-cmake -S "$ROOT" -B "$BUILD_DIR" -G Ninja -DCMAKE_BUILD_TYPE=Release \
+cmake -S "$ROOT" -B "$BUILD_DIR" -G Ninja \
   -DCMAKE_CUDA_ARCHITECTURES=90a >/dev/null
 ninja -C "$BUILD_DIR" -j"$JOBS" "${TARGETS[@]}"
 for t in "${OPTIONAL_TARGETS[@]}"; do
@@ -49,9 +49,19 @@ for b in "$BUNDLE"/bin/*; do
   done
 done
 
+cp "$ROOT/tests/bench/torch_peer.py" "$BUNDLE/"
+# The demo job and its data (Debian's fortune cookies), for the daemon run on the GPU.
+mkdir -p "$BUNDLE/demo"
+cp "$ROOT/deploy/jobs/demo.yaml" "$BUNDLE/demo/"
+if [ -f /usr/share/games/fortunes/cookie ]; then
+  cp /usr/share/games/fortunes/cookie "$BUNDLE/demo/cookie.txt"
+fi
+
 cat > "$BUNDLE/run-gpu-suite.sh" <<'SUITE'
 #!/usr/bin/env bash
-# Runs on the GPU machine: GPU tests, then the benchmark. Logs go to $OUT (or ./logs).
+# Runs on the GPU machine: GPU tests, then the benchmark, then (RUN_PEER=1) the PyTorch peer
+# on the same shapes. Logs go to $OUT (or ./logs). GTEST_FILTER, BENCH_ARGS and SKIP_BENCH=1
+# narrow the run.
 set -uo pipefail
 HERE="$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)"
 LOGS="${OUT:-$HERE/logs}"
@@ -65,6 +75,28 @@ rc=0
 [ "${PIPESTATUS[0]}" -eq 0 ] || rc=1
 if [ "${SKIP_BENCH:-0}" != 1 ]; then
   "$HERE/bin/fp8d-bench" ${BENCH_ARGS:-} 2>&1 | tee "$LOGS/bench.log"
+  [ "${PIPESTATUS[0]}" -eq 0 ] || rc=1
+fi
+# The demo job through the daemon on the GPU, followed with fp8ctl.
+if [ "${RUN_DEMO:-1}" = 1 ] && [ -x "$HERE/bin/fp8d" ] && [ -x "$HERE/bin/fp8ctl" ] \
+    && [ -f "$HERE/demo/cookie.txt" ]; then
+  DEMO="$(mktemp -d)"
+  export FP8D_ADDR=127.0.0.1:7071
+  "$HERE/bin/fp8d" --listen "$FP8D_ADDR" --state-dir "$DEMO/state" --data-root "$HERE/demo" \
+    --engine cuda >"$LOGS/daemon.log" 2>&1 &
+  daemon=$!
+  for _ in $(seq 50); do "$HERE/bin/fp8ctl" info >/dev/null 2>&1 && break; sleep 0.2; done
+  "$HERE/bin/fp8ctl" info 2>&1 | tee "$LOGS/demo.log"
+  timeout 300 "$HERE/bin/fp8ctl" submit "$HERE/demo/demo.yaml" --set data.train=cookie.txt \
+    --watch >>"$LOGS/demo.log" 2>&1
+  demo_rc=$?
+  "$HERE/bin/fp8ctl" jobs 2>&1 | tee -a "$LOGS/demo.log"
+  tail -n 15 "$LOGS/demo.log"
+  kill "$daemon" 2>/dev/null; wait "$daemon" 2>/dev/null
+  [ "$demo_rc" -eq 0 ] || { echo "demo job: fp8ctl exited $demo_rc"; rc=1; }
+fi
+if [ "${RUN_PEER:-0}" = 1 ]; then
+  python3 "$HERE/torch_peer.py" 2>&1 | tee "$LOGS/peer.log"
   [ "${PIPESTATUS[0]}" -eq 0 ] || rc=1
 fi
 exit $rc

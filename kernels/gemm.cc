@@ -1,10 +1,42 @@
 #include "kernels/gemm.h"
 
 #include "absl/strings/str_cat.h"
-#include "kernels/cuda_check.h"
 
 namespace fp8d::kernels {
 namespace {
+
+// cuBLASLt's status names. cublasGetStatusName lives in libcublas, which the engine does not
+// otherwise need, so the few codes cuBLASLt returns are named here.
+const char* LtStatusName(cublasStatus_t s) {
+  switch (s) {
+    case CUBLAS_STATUS_SUCCESS: return "CUBLAS_STATUS_SUCCESS";
+    case CUBLAS_STATUS_NOT_INITIALIZED: return "CUBLAS_STATUS_NOT_INITIALIZED";
+    case CUBLAS_STATUS_ALLOC_FAILED: return "CUBLAS_STATUS_ALLOC_FAILED";
+    case CUBLAS_STATUS_INVALID_VALUE: return "CUBLAS_STATUS_INVALID_VALUE";
+    case CUBLAS_STATUS_ARCH_MISMATCH: return "CUBLAS_STATUS_ARCH_MISMATCH";
+    case CUBLAS_STATUS_MAPPING_ERROR: return "CUBLAS_STATUS_MAPPING_ERROR";
+    case CUBLAS_STATUS_EXECUTION_FAILED: return "CUBLAS_STATUS_EXECUTION_FAILED";
+    case CUBLAS_STATUS_INTERNAL_ERROR: return "CUBLAS_STATUS_INTERNAL_ERROR";
+    case CUBLAS_STATUS_NOT_SUPPORTED: return "CUBLAS_STATUS_NOT_SUPPORTED";
+    case CUBLAS_STATUS_LICENSE_ERROR: return "CUBLAS_STATUS_LICENSE_ERROR";
+    default: return "unknown cuBLAS status";
+  }
+}
+
+absl::Status LtError(const char* expr, cublasStatus_t s) {
+  const std::string msg = absl::StrCat(expr, " failed: ", LtStatusName(s));
+  if (s == CUBLAS_STATUS_ALLOC_FAILED) return absl::ResourceExhaustedError(msg);
+  if (s == CUBLAS_STATUS_NOT_SUPPORTED || s == CUBLAS_STATUS_ARCH_MISMATCH) {
+    return absl::FailedPreconditionError(msg);
+  }
+  return absl::InternalError(msg);
+}
+
+#define LT_RETURN_IF_ERROR(expr)                                                 \
+  do {                                                                           \
+    const cublasStatus_t lt_status_ = (expr);                                    \
+    if (lt_status_ != CUBLAS_STATUS_SUCCESS) return LtError(#expr, lt_status_);  \
+  } while (0)
 
 bool IsFp8(cudaDataType_t t) { return t == CUDA_R_8F_E4M3 || t == CUDA_R_8F_E5M2; }
 
@@ -45,7 +77,7 @@ struct GemmRunner::Plan {
 absl::StatusOr<std::unique_ptr<GemmRunner>> GemmRunner::Create(void* workspace,
                                                                size_t workspace_bytes) {
   cublasLtHandle_t handle = nullptr;
-  CUBLAS_RETURN_IF_ERROR(cublasLtCreate(&handle));
+  LT_RETURN_IF_ERROR(cublasLtCreate(&handle));
   return std::unique_ptr<GemmRunner>(new GemmRunner(handle, workspace, workspace_bytes));
 }
 
@@ -67,39 +99,39 @@ absl::StatusOr<const GemmRunner::Plan*> GemmRunner::GetPlan(const GemmConfig& c,
   }
 
   auto plan = std::make_unique<Plan>();
-  CUBLAS_RETURN_IF_ERROR(cublasLtMatmulDescCreate(&plan->op, c.compute_type, c.scale_type));
+  LT_RETURN_IF_ERROR(cublasLtMatmulDescCreate(&plan->op, c.compute_type, c.scale_type));
   // Column-major view: D^T[n, m] = op(B)^T[n, k] * op(A)^T[k, m]. A row-major [r, c] matrix is a
   // column-major [c, r] one, so B stored [k, n] is already op(B)^T (no transpose) and B stored
   // [n, k] (trans_b) needs cuBLASLt's transpose; likewise for A.
   const cublasOperation_t op_first = c.trans_b ? CUBLAS_OP_T : CUBLAS_OP_N;
   const cublasOperation_t op_second = c.trans_a ? CUBLAS_OP_T : CUBLAS_OP_N;
-  CUBLAS_RETURN_IF_ERROR(cublasLtMatmulDescSetAttribute(
+  LT_RETURN_IF_ERROR(cublasLtMatmulDescSetAttribute(
                                             plan->op, CUBLASLT_MATMUL_DESC_TRANSA, &op_first,
                                             sizeof(op_first)));
-  CUBLAS_RETURN_IF_ERROR(cublasLtMatmulDescSetAttribute(
+  LT_RETURN_IF_ERROR(cublasLtMatmulDescSetAttribute(
                                             plan->op, CUBLASLT_MATMUL_DESC_TRANSB, &op_second,
                                             sizeof(op_second)));
-  CUBLAS_RETURN_IF_ERROR(cublasLtMatmulDescSetAttribute(
+  LT_RETURN_IF_ERROR(cublasLtMatmulDescSetAttribute(
                                               plan->op, CUBLASLT_MATMUL_DESC_EPILOGUE,
                                               &c.epilogue, sizeof(c.epilogue)));
   if (IsFp8(c.a_type) || IsFp8(c.b_type)) {
     const int8_t fast = c.fast_accum ? 1 : 0;
-    CUBLAS_RETURN_IF_ERROR(cublasLtMatmulDescSetAttribute(
+    LT_RETURN_IF_ERROR(cublasLtMatmulDescSetAttribute(
                                 plan->op, CUBLASLT_MATMUL_DESC_FAST_ACCUM, &fast, sizeof(fast)));
   }
 
   const uint64_t first_rows = c.trans_b ? s.k : s.n, first_cols = c.trans_b ? s.n : s.k;
   const uint64_t second_rows = c.trans_a ? s.m : s.k, second_cols = c.trans_a ? s.k : s.m;
-  CUBLAS_RETURN_IF_ERROR(cublasLtMatrixLayoutCreate(&plan->first, c.b_type,
+  LT_RETURN_IF_ERROR(cublasLtMatrixLayoutCreate(&plan->first, c.b_type,
                                                                  first_rows, first_cols,
                                                                  first_rows));
-  CUBLAS_RETURN_IF_ERROR(cublasLtMatrixLayoutCreate(&plan->second, c.a_type,
+  LT_RETURN_IF_ERROR(cublasLtMatrixLayoutCreate(&plan->second, c.a_type,
                                                                  second_rows, second_cols,
                                                                  second_rows));
-  CUBLAS_RETURN_IF_ERROR(cublasLtMatrixLayoutCreate(&plan->out, c.c_type, s.n, s.m, s.n));
+  LT_RETURN_IF_ERROR(cublasLtMatrixLayoutCreate(&plan->out, c.c_type, s.n, s.m, s.n));
 
   cublasLtMatmulPreference_t pref = nullptr;
-  CUBLAS_RETURN_IF_ERROR(cublasLtMatmulPreferenceCreate(&pref));
+  LT_RETURN_IF_ERROR(cublasLtMatmulPreferenceCreate(&pref));
   const uint64_t ws = workspace_bytes_;
   cublasLtMatmulPreferenceSetAttribute(pref, CUBLASLT_MATMUL_PREF_MAX_WORKSPACE_BYTES, &ws,
                                        sizeof(ws));
@@ -113,7 +145,7 @@ absl::StatusOr<const GemmRunner::Plan*> GemmRunner::GetPlan(const GemmConfig& c,
     return absl::InternalError(absl::StrCat(
         "cuBLASLt has no algorithm for m=", s.m, " n=", s.n, " k=", s.k,
         " trans_a=", c.trans_a, " trans_b=", c.trans_b, " types a=", c.a_type, " b=", c.b_type,
-        " d=", c.c_type, ": ", cublasGetStatusName(hs)));
+        " d=", c.c_type, ": ", LtStatusName(hs)));
   }
   plan->algo = result.algo;
   const Plan* raw = plan.get();
@@ -137,7 +169,7 @@ absl::Status GemmRunner::Run(const GemmConfig& c, const GemmShape& s, const void
     cublasLtMatmulDescSetAttribute(p.op, CUBLASLT_MATMUL_DESC_D_SCALE_POINTER, &c.d_scale,
                                    sizeof(c.d_scale));
   }
-  CUBLAS_RETURN_IF_ERROR(cublasLtMatmul(handle_, p.op, &c.alpha, b, p.first, a, p.second, &c.beta, d,
+  LT_RETURN_IF_ERROR(cublasLtMatmul(handle_, p.op, &c.alpha, b, p.first, a, p.second, &c.beta, d,
                                p.out, d, p.out, &p.algo, workspace_, workspace_bytes_, stream));
   return absl::OkStatus();
 }

@@ -1,0 +1,169 @@
+// fp8d-bench: training throughput of the CUDA engine on random tokens.
+//
+// Prints, per configuration: tokens/s, model TFLOP/s, MFU, step time and peak GPU memory.
+// Model FLOPs per token are ModelConfig::TrainFlopsPerToken: 6N over the matmul parameters
+// (every Linear plus the LM head) plus causal attention, 6 * L * T * d_model (forward QK^T and
+// PV, backward twice that, halved by the causal mask). MFU divides by the dense BF16 peak of
+// the GPU (989 TFLOP/s for H100 SXM).
+//
+//   fp8d-bench                       # 124m B16xT1024 and 1b B8xT2048, BF16
+//   fp8d-bench --model 124m --batch 16 --seq 1024 --steps 20 --warmup 5
+//   fp8d-bench --attention reference   # the simple attention kernel instead of cuDNN
+#include <cuda_runtime.h>
+
+#include <chrono>
+#include <cstdio>
+#include <cstdlib>
+#include <cstring>
+#include <string>
+#include <vector>
+
+#include "core/engine.h"
+#include "core/model_config.h"
+#include "core/recipe_config.h"
+#include "core/rng.h"
+#include "kernels/cuda_engine.h"
+
+namespace {
+
+// Dense BF16 peak used for MFU when the device does not report one.
+constexpr double kDefaultPeakTflops = 989.0;
+
+struct BenchCase {
+  std::string model;
+  int batch;
+  int seq;
+};
+
+int RunCase(const BenchCase& c, int steps, int warmup,
+            fp8d::kernels::CudaEngineOptions options) {
+  fp8d::v1::ModelConfig proto;
+  proto.set_preset(c.model);
+  absl::StatusOr<fp8d::ModelConfig> model = fp8d::ResolveModelConfig(proto);
+  if (!model.ok()) {
+    std::fprintf(stderr, "%s\n", std::string(model.status().message()).c_str());
+    return 2;
+  }
+  fp8d::RecipeConfig recipe;  // bf16
+  const auto t_create = std::chrono::steady_clock::now();
+  auto engine = fp8d::kernels::CudaEngine::Create(*model, recipe, /*seed=*/1, c.batch, c.seq,
+                                                  options);
+  if (!engine.ok()) {
+    std::fprintf(stderr, "%s B%dxT%d: %s\n", c.model.c_str(), c.batch, c.seq,
+                 std::string(engine.status().message()).c_str());
+    return 1;
+  }
+  const double create_s =
+      std::chrono::duration<double>(std::chrono::steady_clock::now() - t_create).count();
+
+  fp8d::Rng rng(42);
+  fp8d::TokenBatch batch;
+  batch.batch = c.batch;
+  batch.seq_len = c.seq;
+  const size_t n = static_cast<size_t>(c.batch) * c.seq;
+  batch.inputs.resize(n);
+  batch.targets.resize(n);
+  for (size_t i = 0; i < n; ++i) {
+    batch.inputs[i] = static_cast<int32_t>(rng.NextBelow(model->vocab_size));
+    batch.targets[i] = static_cast<int32_t>(rng.NextBelow(model->vocab_size));
+  }
+  fp8d::OptimizerStepArgs args;
+  args.lr = 1e-4f;
+  args.weight_decay = 0.1f;
+  args.grad_clip = 1.f;
+
+  float first_loss = 0.f, last_loss = 0.f;
+  std::chrono::steady_clock::time_point t0;
+  for (int s = 0; s < warmup + steps; ++s) {
+    if (s == warmup) t0 = std::chrono::steady_clock::now();
+    args.step = s;
+    absl::StatusOr<fp8d::StepResult> r = (*engine)->TrainStep({&batch, 1}, args);
+    if (!r.ok()) {
+      std::fprintf(stderr, "step %d: %s\n", s, std::string(r.status().message()).c_str());
+      return 1;
+    }
+    if (s == 0) first_loss = r->loss;
+    last_loss = r->loss;
+  }
+  cudaDeviceSynchronize();  // TrainStep returns before the optimizer kernels finish
+  const double secs = std::chrono::duration<double>(std::chrono::steady_clock::now() - t0).count();
+  size_t free_b = 0, total_b = 0;
+  cudaMemGetInfo(&free_b, &total_b);
+
+  const fp8d::DeviceInfo& dev = (*engine)->device();
+  const double peak = dev.peak_bf16_tflops > 0 ? dev.peak_bf16_tflops : kDefaultPeakTflops;
+  const double step_ms = 1e3 * secs / steps;
+  const double tok_s = static_cast<double>(n) * steps / secs;
+  const double flops_per_token = model->TrainFlopsPerToken(c.seq);
+  const double tflops = tok_s * flops_per_token / 1e12;
+  std::printf(
+      "bench model=%s recipe=bf16 batch=%d seq=%d params=%.1fM gpu=\"%s\" attention=%s "
+      "steps=%d warmup=%d\n"
+      "  step_time_ms=%.2f tokens_per_s=%.0f model_tflops=%.1f mfu=%.1f%% (peak %.0f TFLOP/s)\n"
+      "  flops_per_token=%.4g (6N=%.4g + attention) peak_mem_gib=%.2f (plan %.2f GiB, "
+      "device used %.2f of %.2f GiB) create_s=%.1f loss %.4f -> %.4f\n",
+      c.model.c_str(), c.batch, c.seq, model->ParamCount() / 1e6, dev.name.c_str(),
+      (*engine)->attention_backend() == fp8d::kernels::AttentionBackend::kCudnn ? "cudnn"
+                                                                                : "reference",
+      steps, warmup,
+      step_ms, tok_s, tflops, 100.0 * tflops / peak, peak, flops_per_token,
+      6.0 * model->MatmulParamCount(), (*engine)->MemoryBytes() / double(1 << 30),
+      (*engine)->memory_plan().Estimate() / double(1 << 30), (total_b - free_b) / double(1 << 30),
+      total_b / double(1 << 30), create_s, first_loss, last_loss);
+  std::fflush(stdout);
+  return 0;
+}
+
+}  // namespace
+
+int main(int argc, char** argv) {
+  std::vector<BenchCase> cases;
+  BenchCase one{"", 0, 0};
+  int steps = 20, warmup = 5;
+  fp8d::kernels::CudaEngineOptions options;
+  for (int i = 1; i < argc; ++i) {
+    auto next = [&](const char* flag) -> const char* {
+      if (i + 1 >= argc) {
+        std::fprintf(stderr, "%s needs a value\n", flag);
+        std::exit(2);
+      }
+      return argv[++i];
+    };
+    if (!std::strcmp(argv[i], "--model")) one.model = next("--model");
+    else if (!std::strcmp(argv[i], "--batch")) one.batch = std::atoi(next("--batch"));
+    else if (!std::strcmp(argv[i], "--seq")) one.seq = std::atoi(next("--seq"));
+    else if (!std::strcmp(argv[i], "--steps")) steps = std::atoi(next("--steps"));
+    else if (!std::strcmp(argv[i], "--warmup")) warmup = std::atoi(next("--warmup"));
+    else if (!std::strcmp(argv[i], "--attention")) {
+      const std::string a = next("--attention");
+      if (a != "cudnn" && a != "reference") {
+        std::fprintf(stderr, "--attention must be cudnn or reference\n");
+        return 2;
+      }
+      options.attention = a == "cudnn" ? fp8d::kernels::AttentionBackend::kCudnn
+                                       : fp8d::kernels::AttentionBackend::kReference;
+    }
+    else {
+      std::fprintf(stderr,
+                   "usage: fp8d-bench [--model NAME --batch B --seq T] [--steps N] [--warmup N] "
+                   "[--attention cudnn|reference]\n");
+      return 2;
+    }
+  }
+  if (steps < 1 || warmup < 0) {
+    std::fprintf(stderr, "--steps must be >= 1 and --warmup >= 0\n");
+    return 2;
+  }
+  if (!one.model.empty()) {
+    if (one.batch < 1 || one.seq < 1) {
+      std::fprintf(stderr, "--model needs --batch >= 1 and --seq >= 1\n");
+      return 2;
+    }
+    cases.push_back(one);
+  } else {
+    cases = {{"124m", 16, 1024}, {"1b", 8, 2048}};
+  }
+  int rc = 0;
+  for (const BenchCase& c : cases) rc |= RunCase(c, steps, warmup, options);
+  return rc;
+}
