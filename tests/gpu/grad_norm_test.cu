@@ -36,7 +36,9 @@ NormResult GpuNorm(const std::vector<std::vector<float>>& grads, float max_norm)
     kernels::GradSquaredNormPartials(nullptr, partials.get() + i * kernels::kGradNormBlocks,
                                      buffers.back()->get(), grads[i].size());
   }
-  DeviceBuffer<float> norm(1), clip(1);
+  // A finite wrong value rather than the NaN poison, so that the expected NaN of a non-finite
+  // gradient cannot be mistaken for an output that was never written.
+  DeviceBuffer<float> norm(std::vector<float>{-1.f}), clip(std::vector<float>{-1.f});
   kernels::GradNormFinalize(nullptr, norm.get(), clip.get(), partials.get(),
                             static_cast<int>(partials.size()), max_norm);
   return {norm.Download()[0], clip.Download()[0]};
