@@ -17,9 +17,9 @@ struct Fp8Layout {
   uint32_t min_normal;     // float bits of 2^(1 - bias)
 };
 
-// E4M3 has no infinities; 0x7F/0xFF are NaN, so 448 = 0x7E is the largest finite. Round to
-// nearest even never carries 448 (mantissa 110, even) into the NaN code, so every value
-// above 448 saturates, and values in (448, 464] would round to 448 anyway.
+// E4M3 has no infinities and 0x7F/0xFF are NaN, so 448 (0x7E) is the largest finite value.
+// Everything above 448 becomes 448: up to 464 by rounding (448's mantissa 110 is even), beyond
+// that by saturation.
 constexpr Fp8Layout kE4M3 = {7, 3, 0x7E, std::bit_cast<uint32_t>(448.f) + 1,
                              std::bit_cast<uint32_t>(0x1p-6f)};
 // E5M2 keeps IEEE infinities (0x7C). 57344 = 1.75 * 2^15 has an odd mantissa, so the halfway
