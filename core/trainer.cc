@@ -11,6 +11,7 @@
 #include <deque>
 #include <filesystem>
 #include <optional>
+#include <thread>
 
 #include "absl/strings/match.h"
 #include "absl/strings/str_cat.h"
@@ -114,6 +115,9 @@ class TrainingLoop final : public Trainer {
   void PruneCheckpoints(const std::string& keep);
   void FinishCommands(const absl::Status& why);
   void UpdatePlan();
+  bool OnTrainingThread() const ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_) {
+    return running_ && run_thread_ == std::this_thread::get_id();
+  }
 
   void Emit(fp8d::v1::MetricRecord record);
   void EmitEvent(const std::string& kind, const std::string& message,
@@ -149,6 +153,7 @@ class TrainingLoop final : public Trainer {
   int64_t step_ ABSL_GUARDED_BY(mu_) = 0;            // optimizer steps completed
   bool in_step_ ABSL_GUARDED_BY(mu_) = false;        // a step is being computed
   bool running_ ABSL_GUARDED_BY(mu_) = false;
+  std::thread::id run_thread_ ABSL_GUARDED_BY(mu_);
   bool ended_ ABSL_GUARDED_BY(mu_) = false;
   bool paused_ ABSL_GUARDED_BY(mu_) = false;
   bool pause_requested_ ABSL_GUARDED_BY(mu_) = false;
@@ -264,6 +269,11 @@ absl::StatusOr<RecipeChangeTicket> TrainingLoop::RequestRecipeChange(
   if (ended_ || step_ >= spec_.steps()) {
     return absl::FailedPreconditionError("the job has ended: its recipe can no longer change");
   }
+  if (checkpoint_first && OnTrainingThread()) {
+    return absl::FailedPreconditionError(
+        "a recipe change with checkpoint_first waits for the training thread, so it cannot be "
+        "requested from it (e.g. from a MetricSink)");
+  }
   command->ticket.version = next_version_++;
   // A step in flight finishes under the old recipe; the change applies before the one after.
   command->ticket.effective_step = step_ + (in_step_ ? 2 : 1);
@@ -281,6 +291,11 @@ absl::StatusOr<std::string> TrainingLoop::RequestCheckpoint() {
   command->kind = Command::Kind::kCheckpoint;
   absl::MutexLock lock(&mu_);
   if (ended_) return absl::FailedPreconditionError("the job has ended");
+  if (OnTrainingThread()) {
+    return absl::FailedPreconditionError(
+        "a checkpoint request waits for the training thread, so it cannot be made from it "
+        "(e.g. from a MetricSink)");
+  }
   queue_.push_back(command);
   cv_.SignalAll();
   mu_.Await(absl::Condition(
@@ -624,6 +639,7 @@ absl::StatusOr<RunOutcome> TrainingLoop::Run() {
     absl::MutexLock lock(&mu_);
     if (running_ || ended_) return absl::FailedPreconditionError("Run may be called once");
     running_ = true;
+    run_thread_ = std::this_thread::get_id();
     start_step = step_;
   }
   const TrainerSnapshot snap = Snapshot();

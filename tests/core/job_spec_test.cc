@@ -2,6 +2,8 @@
 // and what is allowed; ResolveJobSpec fills the documented defaults and checks every range.
 #include "core/job_spec.h"
 
+#include <unistd.h>
+
 #include <filesystem>
 #include <fstream>
 
@@ -145,10 +147,13 @@ TEST(JobSpecParse, MissingFileIsNotFound) {
 
 TEST(JobSpecParse, FileErrorsNameTheFile) {
   const std::string path =
-      (std::filesystem::path(testing::TempDir()) / "job_spec_test_bad.yaml").string();
+      (std::filesystem::path(testing::TempDir()) /
+       ("job_spec_test_bad_" + std::to_string(getpid()) + ".yaml")).string();
   std::ofstream(path) << "steps: 1\nbogus: 2\n";
   absl::StatusOr<fp8d::v1::JobSpec> spec = ParseJobFile(path);
-  EXPECT_THAT(spec.status().message(), HasSubstr("unknown field `bogus` in job_spec_test_bad.yaml"));
+  std::filesystem::remove(path);
+  EXPECT_THAT(spec.status().message(),
+              HasSubstr("unknown field `bogus` in " + std::filesystem::path(path).filename().string()));
 }
 
 TEST(JobSpecSet, SetsNumbersAndStrings) {

@@ -2,6 +2,8 @@
 // corruption, and keep numbering across reopen.
 #include "core/metric_log.h"
 
+#include <unistd.h>
+
 #include <filesystem>
 #include <fstream>
 
@@ -14,7 +16,9 @@ namespace {
 namespace fs = std::filesystem;
 
 std::string FreshDir(const std::string& name) {
-  const fs::path dir = fs::path(testing::TempDir()) / ("metric_log_test_" + name);
+  // Per process: several builds of this suite may run at once on one machine.
+  const fs::path dir =
+      fs::path(testing::TempDir()) / ("metric_log_test_" + std::to_string(getpid()) + "_" + name);
   fs::remove_all(dir);
   return dir.string();
 }

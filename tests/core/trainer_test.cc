@@ -3,6 +3,8 @@
 // pause, cancel, stop and checkpoint requests act at step boundaries.
 #include "core/trainer.h"
 
+#include <unistd.h>
+
 #include <chrono>
 #include <cmath>
 #include <filesystem>
@@ -105,9 +107,11 @@ class RecordingSink : public MetricSink {
 
 class TrainerTest : public testing::Test {
  protected:
+  // Per process: several builds of this suite may run at once on one machine.
   void SetUp() override {
     dir_ = fs::path(testing::TempDir()) /
-           absl::StrCat("trainer_test_", testing::UnitTest::GetInstance()->current_test_info()->name());
+           absl::StrCat("trainer_test_", getpid(), "_",
+                        testing::UnitTest::GetInstance()->current_test_info()->name());
     fs::remove_all(dir_);
     fs::create_directories(dir_);
     std::ofstream(dir_ / "sample.txt") << SampleText();
@@ -129,7 +133,8 @@ class TrainerTest : public testing::Test {
 
   absl::StatusOr<std::unique_ptr<Trainer>> MakeTrainer(const fp8d::v1::JobSpec& raw,
                                                        MetricSink* sink,
-                                                       const std::string& ckpt_subdir = "ckpt") {
+                                                       const std::string& ckpt_subdir = "ckpt",
+                                                       int keep_checkpoints = 0) {
     absl::StatusOr<fp8d::v1::JobSpec> spec = ResolveJobSpec(raw);
     if (!spec.ok()) return spec.status();
     absl::StatusOr<ModelConfig> model = ResolveModelConfig(spec->model());
@@ -142,6 +147,7 @@ class TrainerTest : public testing::Test {
     TrainerOptions options;
     options.checkpoint_dir = (dir_ / ckpt_subdir).string();
     options.data_root = dir_.string();
+    options.keep_checkpoints = keep_checkpoints;
     return Trainer::Create(*spec, *std::move(engine), options, sink);
   }
 
@@ -155,6 +161,10 @@ class TrainerTest : public testing::Test {
     EXPECT_TRUE(outcome.ok()) << outcome.status();
     const auto evals = sink.Evals();
     return evals.empty() ? NAN : evals.back().loss();
+  }
+
+  void TearDown() override {
+    if (!HasFailure()) fs::remove_all(dir_);
   }
 
   fs::path dir_;
@@ -209,7 +219,7 @@ TEST_F(TrainerTest, LossFallsClearlyOnEnglishText) {
 }
 
 TEST_F(TrainerTest, Fp8RecipesEndWithinAFewPercentOfBf16) {
-  constexpr int kSteps = 30;
+  constexpr int kSteps = 24;
   constexpr float kTolerance = 0.03f;
   const float bf16 = FinalEvalLoss(Spec(kSteps, "bf16"), "bf16");
   const float delayed = FinalEvalLoss(Spec(kSteps, "delayed"), "delayed");
@@ -469,6 +479,46 @@ TEST_F(TrainerTest, LogIntervalThinsStepMetrics) {
   std::vector<int64_t> logged;
   for (const auto& m : sink.Steps()) logged.push_back(m.step());
   EXPECT_THAT(logged, testing::ElementsAre(3, 6, 7));  // and always the last step
+}
+
+TEST_F(TrainerTest, GradAccumCountsEveryMicroBatchesTokens) {
+  RecordingSink sink;
+  fp8d::v1::JobSpec spec = Spec(2);
+  spec.set_grad_accum(3);
+  auto trainer = MakeTrainer(spec, &sink);
+  ASSERT_TRUE(trainer.ok()) << trainer.status();
+  ASSERT_TRUE((*trainer)->Run().ok());
+  ASSERT_EQ(sink.Steps().size(), 2u);
+  EXPECT_EQ(sink.Steps().back().tokens_seen(), 2 * 3 * 4 * 64);
+}
+
+TEST_F(TrainerTest, KeepCheckpointsPrunesTheOldest) {
+  fp8d::v1::JobSpec spec = Spec(4);
+  spec.set_checkpoint_interval(1);
+  auto trainer = MakeTrainer(spec, nullptr, "ckpt", /*keep_checkpoints=*/2);
+  ASSERT_TRUE(trainer.ok()) << trainer.status();
+  ASSERT_TRUE((*trainer)->Run().ok());
+  std::vector<std::string> names;
+  for (const auto& e : fs::directory_iterator(dir_ / "ckpt")) names.push_back(e.path().filename());
+  EXPECT_THAT(names, testing::UnorderedElementsAre("step-00000003.safetensors",
+                                                   "step-00000004.safetensors"));
+}
+
+TEST_F(TrainerTest, BlockingRequestsFromTheTrainingThreadAreRefused) {
+  RecordingSink sink;
+  auto trainer = MakeTrainer(Spec(2), &sink);
+  ASSERT_TRUE(trainer.ok());
+  absl::Status checkpoint_status, recipe_status;
+  fp8d::v1::Recipe delayed;
+  delayed.set_name("delayed");
+  sink.on_step = [&](int64_t step) {
+    if (step != 1) return;
+    checkpoint_status = (*trainer)->RequestCheckpoint().status();
+    recipe_status = (*trainer)->RequestRecipeChange(delayed, fp8d::v1::AMAX_KEEP, true).status();
+  };
+  ASSERT_TRUE((*trainer)->Run().ok());  // and it did not deadlock
+  EXPECT_EQ(checkpoint_status.code(), absl::StatusCode::kFailedPrecondition);
+  EXPECT_EQ(recipe_status.code(), absl::StatusCode::kFailedPrecondition);
 }
 
 TEST_F(TrainerTest, MissingDataFailsAtCreate) {
