@@ -564,11 +564,6 @@ absl::StatusOr<v1::UpdateRecipeResponse> JobRegistry::UpdateRecipe(
           absl::StrCat("job ", request.name(), " is ", StateName(state),
                        ": the recipe changes only on a RUNNING or PAUSED job"));
     }
-    if (state == v1::PAUSED && request.checkpoint_first()) {
-      return absl::FailedPreconditionError(absl::StrCat(
-          "job ", request.name(), " is PAUSED: checkpoint_first needs a step boundary; resume "
-          "the job or leave checkpoint_first unset"));
-    }
     trainer = entry.trainer;
     id = JobIdOf(entry.record);
   }
@@ -636,11 +631,11 @@ absl::StatusOr<v1::Checkpoint> JobRegistry::SaveCheckpoint(const std::string& na
     if (!found.ok()) return found.status();
     Entry& entry = **found;
     const v1::JobState state = entry.record.job().state();
-    if (state != v1::RUNNING || !entry.trainer) {
+    if ((state != v1::RUNNING && state != v1::PAUSED) || !entry.trainer) {
       return absl::FailedPreconditionError(absl::StrCat(
           "job ", name, " is ", StateName(state),
-          ": checkpoints are saved on request only while it is RUNNING (ListCheckpoints shows "
-          "the saved ones)"));
+          ": checkpoints are saved on request only while it is RUNNING or PAUSED "
+          "(ListCheckpoints shows the saved ones)"));
     }
     trainer = entry.trainer;
     id = JobIdOf(entry.record);

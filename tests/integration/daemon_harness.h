@@ -1,0 +1,100 @@
+// Test harness for the control plane: starts the real fp8d binary on a free loopback port with a
+// temp state dir, runs fp8ctl, and gives every wait a time limit. Children are killed and reaped
+// by the destructors, so a failing test never leaves a daemon behind.
+#pragma once
+
+#include <sys/types.h>
+
+#include <functional>
+#include <memory>
+#include <string>
+#include <vector>
+
+#include "absl/status/status.h"
+#include "absl/time/time.h"
+#include "client/fp8d_client.h"
+
+namespace fp8d::itest {
+
+// A fresh directory under the test temp dir.
+std::string MakeTempDir(const std::string& prefix);
+void WriteFile(const std::string& path, const std::string& contents);
+std::string ReadFile(const std::string& path);
+// A port nothing listens on right now (bound to 127.0.0.1:0, then released).
+int PickFreePort();
+
+// Deterministic English-like text for the byte-level tokenizer.
+std::string CorpusText(size_t bytes);
+
+// A job file for the `tiny` preset on `corpus.txt` in the data root.
+struct JobFileOptions {
+  std::string name = "it";
+  int steps = 40;
+  std::string recipe = "bf16";
+  int batch_size = 4;
+  int seq_len = 64;
+  int checkpoint_interval = 0;
+};
+std::string JobYaml(const JobFileOptions& options);
+
+// Polls `done` every 20 ms until it returns true or `timeout` passes.
+bool WaitFor(const std::function<bool()>& done, absl::Duration timeout);
+
+struct CommandResult {
+  int exit_code = -1;
+  std::string out;
+  std::string err;
+};
+// Runs `argv` (no shell) with `env` additions, stdout and stderr captured; killed after `timeout`.
+CommandResult RunProcess(const std::vector<std::string>& argv, absl::Duration timeout,
+                         const std::vector<std::string>& env = {});
+
+class Daemon {
+ public:
+  // `extra_args` are appended to fp8d's command line (--token-file, --max-queued...).
+  Daemon(std::string state_dir, std::string data_root, std::vector<std::string> extra_args = {});
+  ~Daemon();
+
+  // Starts fp8d on a new free port and waits until GetServerInfo answers.
+  absl::Status Start(const std::string& token = "", absl::Duration timeout = absl::Seconds(30));
+  void Kill9();
+  // SIGTERM; the exit code, or -1 when it did not exit within `timeout` (then it is killed).
+  int Terminate(absl::Duration timeout = absl::Seconds(30));
+  bool running() const { return pid_ > 0; }
+
+  std::string address() const;
+  std::string log() const { return ReadFile(log_path_); }
+  std::unique_ptr<client::TrainerClient> Client(const std::string& token = "") const;
+  // fp8ctl --addr <this daemon> ARGS...
+  CommandResult Fp8ctl(const std::vector<std::string>& args,
+                       absl::Duration timeout = absl::Seconds(60),
+                       const std::vector<std::string>& env = {}) const;
+
+  const std::string& state_dir() const { return state_dir_; }
+  const std::string& data_root() const { return data_root_; }
+
+ private:
+  std::string state_dir_;
+  std::string data_root_;
+  std::vector<std::string> extra_args_;
+  std::string log_path_;
+  int port_ = 0;
+  pid_t pid_ = -1;
+};
+
+// A started daemon with a corpus in its data root, for tests that need no special flags.
+struct DaemonFixture {
+  std::string root;
+  std::unique_ptr<Daemon> daemon;
+  std::unique_ptr<client::TrainerClient> client;
+};
+DaemonFixture StartDaemonWithCorpus(const std::string& name, std::vector<std::string> extra = {});
+
+// Waits until `job` is in `state` (by name, e.g. "RUNNING") and returns the last Job seen.
+bool WaitForJob(client::TrainerClient& client, const std::string& job,
+                const std::function<bool(const fp8d::v1::Job&)>& done, absl::Duration timeout,
+                fp8d::v1::Job* last = nullptr);
+
+std::string BinaryPath(const char* name);
+
+}  // namespace fp8d::itest
