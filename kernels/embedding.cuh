@@ -19,7 +19,8 @@ namespace fp8d::kernels {
 void EmbeddingForward(cudaStream_t stream, __nv_bfloat16* out, const int32_t* tokens,
                       const float* table, int n, int dim);
 
-// Scratch bytes EmbeddingBackward needs for n tokens over a vocabulary of `vocab`.
+// Scratch bytes EmbeddingBackward needs for n tokens over a vocabulary of `vocab`. CUB sizes
+// its sort for the current device, so this needs a CUDA device (it aborts without one).
 size_t EmbeddingBackwardWorkspaceBytes(int n, int vocab);
 
 // dtable[tokens[i], :] += dout[i, :] (FP32), rows in increasing i.
