@@ -106,6 +106,7 @@ void RmsNormBackward(cudaStream_t stream, __nv_bfloat16* dx, float* dweight,
   FP8D_KERNELS_CHECK(workspace_bytes >= RmsNormBackwardWorkspaceBytes(rows, channels));
   // dweight first: with dx aliasing dy, the dx pass overwrites dy.
   const int chunks = DweightChunks(rows);
+  FP8D_KERNELS_CHECK(chunks <= 65535);  // grid.y limit: rows <= 8.4M
   float* partial = static_cast<float*>(workspace);
   const dim3 grid(static_cast<unsigned>(CeilDiv(channels, kDweightThreads)), chunks);
   RmsNormDweightPartialKernel<<<grid, kDweightThreads, 0, stream>>>(partial, dy, x, rstd, rows,
