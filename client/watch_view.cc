@@ -50,8 +50,11 @@ std::string WatchView::EventLine(const fp8d::v1::Event& event) {
                     event.amax_handling() == fp8d::v1::AMAX_RESET ? " (amax reset)"
                                                                    : " (amax kept)");
   }
-  if (!event.checkpoint().empty()) absl::StrAppend(&line, ": ", event.checkpoint());
-  if (!event.message().empty()) absl::StrAppend(&line, " — ", event.message());
+  if (!event.message().empty()) {
+    absl::StrAppend(&line, ": ", event.message());
+  } else if (!event.checkpoint().empty()) {
+    absl::StrAppend(&line, ": ", event.checkpoint());
+  }
   return line;
 }
 

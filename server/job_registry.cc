@@ -179,7 +179,7 @@ void JobRegistry::RunJob(const std::string& id) {
     Finish(id, v1::FAILED, absl::StrCat("engine: ", engine.status().ToString()));
     return;
   }
-  auto telemetry = JobTelemetry::Open(store_.JobDir(id), feeds,
+  auto telemetry = JobTelemetry::Open(id, store_.JobDir(id), feeds,
                                       [this, id](const v1::MetricRecord& r) { OnMetric(id, r); });
   if (!telemetry.ok()) {
     Finish(id, v1::FAILED, absl::StrCat("metric log: ", telemetry.status().ToString()));

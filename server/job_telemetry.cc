@@ -2,6 +2,9 @@
 
 #include <filesystem>
 
+#include "absl/strings/match.h"
+#include "server/checkpoint_catalog.h"
+#include "server/resource_names.h"
 #include "spdlog/spdlog.h"
 
 namespace fp8d {
@@ -17,7 +20,8 @@ int64_t FileSize(const std::string& path) {
 
 }  // namespace
 
-absl::StatusOr<std::unique_ptr<JobTelemetry>> JobTelemetry::Open(const std::string& job_dir,
+absl::StatusOr<std::unique_ptr<JobTelemetry>> JobTelemetry::Open(const std::string& job_id,
+                                                                  const std::string& job_dir,
                                                                   std::shared_ptr<JobFeeds> feeds,
                                                                   MetricObserver observer) {
   auto log = MetricLog::Open(job_dir);
@@ -25,18 +29,26 @@ absl::StatusOr<std::unique_ptr<JobTelemetry>> JobTelemetry::Open(const std::stri
   feeds->metrics.Reopen();
   feeds->amax.Reopen();
   auto telemetry = std::unique_ptr<JobTelemetry>(
-      new JobTelemetry(*std::move(log), std::move(feeds), std::move(observer)));
+      new JobTelemetry(job_id, *std::move(log), std::move(feeds), std::move(observer)));
   telemetry->metric_end_ = FileSize(telemetry->log_->metric_path());
   telemetry->amax_end_ = FileSize(telemetry->log_->amax_path());
   return telemetry;
 }
 
-JobTelemetry::JobTelemetry(std::unique_ptr<MetricLog> log, std::shared_ptr<JobFeeds> feeds,
-                           MetricObserver observer)
-    : log_(std::move(log)), feeds_(std::move(feeds)), observer_(std::move(observer)) {}
+JobTelemetry::JobTelemetry(std::string job_id, std::unique_ptr<MetricLog> log,
+                           std::shared_ptr<JobFeeds> feeds, MetricObserver observer)
+    : job_id_(std::move(job_id)),
+      log_(std::move(log)), feeds_(std::move(feeds)), observer_(std::move(observer)) {}
 
 void JobTelemetry::OnMetric(const fp8d::v1::MetricRecord& record) {
   fp8d::v1::MetricRecord stored = record;
+  if (stored.has_event() && !stored.event().checkpoint().empty()) {
+    std::string file = fs::path(stored.event().checkpoint()).filename().string();
+    if (absl::EndsWith(file, kCheckpointSuffix)) {
+      file.resize(file.size() - std::string(kCheckpointSuffix).size());
+    }
+    stored.mutable_event()->set_checkpoint(CheckpointResourceName(job_id_, file));
+  }
   auto seq = log_->AppendMetric(&stored);
   if (!seq.ok()) {
     // Training goes on; the record is missing from the log and therefore from every stream.

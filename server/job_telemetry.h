@@ -30,20 +30,21 @@ class JobTelemetry : public MetricSink {
   using MetricObserver = std::function<void(const fp8d::v1::MetricRecord&)>;
 
   // Opens (or recovers and continues) the logs in `job_dir` and reopens `feeds`.
-  static absl::StatusOr<std::unique_ptr<JobTelemetry>> Open(const std::string& job_dir,
+  // Event.checkpoint (a file path from the trainer) is stored as the checkpoint's resource name
+  // `jobs/{job_id}/checkpoints/{c}`, which clients can pull.
+  static absl::StatusOr<std::unique_ptr<JobTelemetry>> Open(const std::string& job_id,
+                                                            const std::string& job_dir,
                                                             std::shared_ptr<JobFeeds> feeds,
                                                             MetricObserver observer);
 
   void OnMetric(const fp8d::v1::MetricRecord& record) override;
   void OnAmax(const fp8d::v1::AmaxRecord& record) override;
 
-  // For records the daemon writes itself (a job that fails before its trainer exists).
-  void Emit(const fp8d::v1::MetricRecord& record) { OnMetric(record); }
-
  private:
-  JobTelemetry(std::unique_ptr<MetricLog> log, std::shared_ptr<JobFeeds> feeds,
-               MetricObserver observer);
+  JobTelemetry(std::string job_id, std::unique_ptr<MetricLog> log,
+               std::shared_ptr<JobFeeds> feeds, MetricObserver observer);
 
+  const std::string job_id_;
   std::unique_ptr<MetricLog> log_;
   std::shared_ptr<JobFeeds> feeds_;
   MetricObserver observer_;

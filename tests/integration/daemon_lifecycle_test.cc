@@ -158,6 +158,17 @@ TEST(DaemonLifecycle, SubmitSwitchRecipeMidRunPullCheckpointAndCancel) {
   bool listed_it = false;
   for (const auto& c : *listed) listed_it |= c.name() == saved->name();
   EXPECT_TRUE(listed_it);
+  // The metric stream records the save with the checkpoint's resource name, ready to pull.
+  v1::StreamMetricsRequest since_save;
+  since_save.set_name(name);
+  since_save.set_from_step(saved->step());
+  bool saw_saved_event = false;
+  ASSERT_TRUE(client.StreamMetrics(since_save, [&](const v1::MetricRecord& r) {
+                      saw_saved_event |= r.has_event() && r.event().kind() == "checkpoint_saved" &&
+                                         r.event().checkpoint() == saved->name();
+                      return true;
+                    }).ok());
+  EXPECT_TRUE(saw_saved_event);
 
   const std::string out = f.root + "/pulled.safetensors";
   int64_t progress_calls = 0;
