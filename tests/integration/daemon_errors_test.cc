@@ -221,5 +221,29 @@ TEST(DaemonAuth, RefusesNonLoopbackWithoutTokenOrTls) {
   EXPECT_TRUE(absl::StrContains(result.err, "refusing to listen")) << result.err;
 }
 
+TEST(DaemonAuth, TlsListenerServesTlsClientsOnly) {
+  constexpr char kOpenssl[] = "/usr/bin/openssl";
+  if (!std::filesystem::exists(kOpenssl)) GTEST_SKIP() << "needs " << kOpenssl << " to make a certificate";
+  const std::string root = MakeTempDir("tls");
+  std::filesystem::create_directories(root + "/data");
+  WriteFile(root + "/data/corpus.txt", CorpusText(50000));
+  auto cert = RunProcess({kOpenssl, "req", "-x509", "-newkey", "rsa:2048", "-nodes", "-days", "1",
+                          "-subj", "/CN=localhost", "-addext", "subjectAltName=IP:127.0.0.1",
+                          "-keyout", root + "/key.pem", "-out", root + "/cert.pem"},
+                         absl::Seconds(60));
+  ASSERT_EQ(cert.exit_code, 0) << cert.err;
+  Daemon daemon(root + "/state", root + "/data",
+                {"--tls-cert", root + "/cert.pem", "--tls-key", root + "/key.pem"});
+  daemon.UseTls(root + "/cert.pem");
+  ASSERT_TRUE(daemon.Start().ok()) << daemon.log();
+  auto info = daemon.Client()->GetServerInfo();
+  EXPECT_TRUE(info.ok()) << info.status();
+  auto ctl = daemon.Fp8ctl({"--tls-ca", root + "/cert.pem", "info"});
+  EXPECT_EQ(ctl.exit_code, 0) << ctl.err;
+  auto plain = daemon.Fp8ctl({"info"}, absl::Seconds(30));
+  EXPECT_EQ(plain.exit_code, 1);
+  EXPECT_TRUE(absl::StrContains(plain.err, "UNAVAILABLE")) << plain.err;
+}
+
 }  // namespace
 }  // namespace fp8d::itest

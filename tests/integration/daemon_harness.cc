@@ -252,6 +252,8 @@ std::unique_ptr<client::TrainerClient> Daemon::Client(const std::string& token) 
   options.address = address();
   options.token = token;
   options.unary_timeout_ms = 20000;
+  options.tls = !tls_ca_file_.empty();
+  options.tls_ca_file = tls_ca_file_;
   return *client::TrainerClient::Connect(options);
 }
 

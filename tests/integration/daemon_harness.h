@@ -61,6 +61,8 @@ class Daemon {
   // SIGTERM; the exit code, or -1 when it did not exit within `timeout` (then it is killed).
   int Terminate(absl::Duration timeout = absl::Seconds(30));
   bool running() const { return pid_ > 0; }
+  // Clients (and the readiness probe) connect with TLS, trusting `ca_file`.
+  void UseTls(const std::string& ca_file) { tls_ca_file_ = ca_file; }
 
   std::string address() const;
   std::string log() const { return ReadFile(log_path_); }
@@ -78,6 +80,7 @@ class Daemon {
   std::string data_root_;
   std::vector<std::string> extra_args_;
   std::string log_path_;
+  std::string tls_ca_file_;
   int port_ = 0;
   pid_t pid_ = -1;
 };
