@@ -416,6 +416,7 @@ absl::StatusOr<v1::Job> JobRegistry::Submit(const v1::SubmitJobRequest& request)
   job.set_state(v1::QUEUED);
   job.set_total_steps(resolved->steps());
   *job.mutable_recipe() = resolved->recipe();
+  job.set_recipe_version(1);  // the submitted recipe; UpdateRecipe hands out 2, 3, ...
   job.set_create_unix_micros(NowMicros());
   Persist(entry);
   if (!request.request_id().empty()) by_request_id_[request.request_id()] = id;

@@ -63,6 +63,7 @@ TEST(DaemonLifecycle, SubmitSwitchRecipeMidRunPullCheckpointAndCancel) {
   auto job = client.SubmitJobText(JobYaml(options), {"optimizer.lr=1e-3"});
   ASSERT_TRUE(job.ok()) << job.status();
   EXPECT_EQ(job->state(), v1::QUEUED);
+  EXPECT_EQ(job->recipe_version(), 1);
   EXPECT_TRUE(absl::StartsWith(job->name(), "jobs/it-")) << job->name();
   const std::string name = job->name();
 
