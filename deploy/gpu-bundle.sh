@@ -8,6 +8,7 @@
 #   deploy/gpu-bundle.sh                  # build into build-gpu/, pack bundle/
 #   BUILD_DIR=build-cuda deploy/gpu-bundle.sh
 #   JOBS=2 deploy/gpu-bundle.sh
+#   SKIP_BUILD=1 BUILD_DIR=build-cuda deploy/gpu-bundle.sh   # pack what is already built
 set -euo pipefail
 
 ROOT="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
@@ -19,15 +20,21 @@ MAX_BUNDLE_MB=64
 TARGETS=(fp8d_gpu_tests fp8d-bench)
 OPTIONAL_TARGETS=(fp8d fp8ctl)
 
-cmake -S "$ROOT" -B "$BUILD_DIR" -G Ninja \
-  -DCMAKE_CUDA_ARCHITECTURES=90a >/dev/null
-ninja -C "$BUILD_DIR" -j"$JOBS" "${TARGETS[@]}"
-for t in "${OPTIONAL_TARGETS[@]}"; do
-  if ninja -C "$BUILD_DIR" -t targets all 2>/dev/null | grep -q "^$t:"; then
-    ninja -C "$BUILD_DIR" -j"$JOBS" "$t"
-    TARGETS+=("$t")
-  fi
-done
+if [ "${SKIP_BUILD:-0}" != 1 ]; then
+  cmake -S "$ROOT" -B "$BUILD_DIR" -G Ninja \
+    -DCMAKE_CUDA_ARCHITECTURES=90a >/dev/null
+  ninja -C "$BUILD_DIR" -j"$JOBS" "${TARGETS[@]}"
+  for t in "${OPTIONAL_TARGETS[@]}"; do
+    if ninja -C "$BUILD_DIR" -t targets all 2>/dev/null | grep -q "^$t:"; then
+      ninja -C "$BUILD_DIR" -j"$JOBS" "$t"
+      TARGETS+=("$t")
+    fi
+  done
+else
+  for t in "${OPTIONAL_TARGETS[@]}"; do
+    [ -n "$(find "$BUILD_DIR" -type f -name "$t" -perm -u+x | head -n1)" ] && TARGETS+=("$t")
+  done
+fi
 
 rm -rf "$BUNDLE"
 mkdir -p "$BUNDLE/bin" "$BUNDLE/lib"

@@ -156,8 +156,9 @@ class GraphBuilder {
     Finalize(graph, "operation graph");
     if (!status_.ok()) return status_;
 
-    std::string tried;
-    for (cudnnBackendHeurMode_t mode : {CUDNN_HEUR_MODE_A, CUDNN_HEUR_MODE_FALLBACK}) {
+    std::string tried = absl::StrCat(" (cuDNN ", cudnnGetVersion(), ")");
+    for (cudnnBackendHeurMode_t mode :
+         {CUDNN_HEUR_MODE_A, CUDNN_HEUR_MODE_B, CUDNN_HEUR_MODE_FALLBACK}) {
       Desc heur = Make(CUDNN_BACKEND_ENGINEHEUR_DESCRIPTOR);
       Set(heur, CUDNN_ATTR_ENGINEHEUR_OPERATION_GRAPH, CUDNN_TYPE_BACKEND_DESCRIPTOR, 1, &graph,
           "heur graph");
@@ -169,10 +170,13 @@ class GraphBuilder {
         continue;
       }
       int64_t count = 0;
-      cudnnBackendGetAttribute(heur, CUDNN_ATTR_ENGINEHEUR_RESULTS,
-                               CUDNN_TYPE_BACKEND_DESCRIPTOR, 0, &count, nullptr);
+      const cudnnStatus_t cs = cudnnBackendGetAttribute(heur, CUDNN_ATTR_ENGINEHEUR_RESULTS,
+                                                        CUDNN_TYPE_BACKEND_DESCRIPTOR, 0, &count,
+                                                        nullptr);
+      absl::StrAppend(&tried, " mode ", mode, ": ", count, " configs");
+      if (cs != CUDNN_STATUS_SUCCESS) absl::StrAppend(&tried, " (", CudnnMessage(cs), ")");
       if (count <= 0) {
-        absl::StrAppend(&tried, " heuristics mode ", mode, " found no engine;");
+        absl::StrAppend(&tried, ";");
         continue;
       }
       std::vector<Desc> cfgs(count);
@@ -182,15 +186,19 @@ class GraphBuilder {
                                      CUDNN_TYPE_BACKEND_DESCRIPTOR, count, &got, cfgs.data()),
             "heuristic results");
       if (!status_.ok()) return status_;
+      absl::StrAppend(&tried, ", ", got, " returned;");
       for (int64_t i = 0; i < got; ++i) {
         if (!Deterministic(cfgs[i])) {
           absl::StrAppend(&tried, " config ", i, " is non-deterministic;");
           continue;
         }
         Desc plan = nullptr;
-        if (cudnnBackendCreateDescriptor(CUDNN_BACKEND_EXECUTION_PLAN_DESCRIPTOR, &plan) !=
-            CUDNN_STATUS_SUCCESS)
+        const cudnnStatus_t ps =
+            cudnnBackendCreateDescriptor(CUDNN_BACKEND_EXECUTION_PLAN_DESCRIPTOR, &plan);
+        if (ps != CUDNN_STATUS_SUCCESS) {
+          absl::StrAppend(&tried, " config ", i, ": plan descriptor: ", CudnnMessage(ps), ";");
           continue;
+        }
         cudnnBackendSetAttribute(plan, CUDNN_ATTR_EXECUTION_PLAN_HANDLE, CUDNN_TYPE_HANDLE, 1,
                                  &handle_);
         cudnnBackendSetAttribute(plan, CUDNN_ATTR_EXECUTION_PLAN_ENGINE_CONFIG,
@@ -251,7 +259,8 @@ class GraphBuilder {
 }  // namespace
 
 struct CudnnAttention::Plan {
-  Desc plan = nullptr;
+  Desc plan = nullptr;        // null when cuDNN refused the shape; `error` says why
+  absl::Status error;
   size_t plan_workspace = 0;  // cuDNN's own
   size_t row_sum_bytes = 0;   // backward only: rowsum(dO * O), FP32 [b, h, s]
   size_t dq_accum_bytes = 0;  // backward only: FP32 dQ [b, h, s, d]
@@ -280,15 +289,14 @@ CudnnAttention::~CudnnAttention() {
   cudnnDestroy(handle_);
 }
 
-absl::StatusOr<CudnnAttention::Plan*> CudnnAttention::GetPlan(const AttentionDims& d,
-                                                              bool backward) {
-  const AttentionGraphKey key{d.batch,    d.seq_len,    d.n_head, d.n_kv_head,
-                              d.head_dim, d.qkv_stride, backward};
-  if (auto it = plans_.find(key); it != plans_.end()) return it->second.get();
-
+// Builds one plan. `ds_bf16` (backward only) rounds dS to BF16 before the dQ product; the
+// frontend keeps it FP32, and some engines want both matmul operands in the I/O type, so the
+// first attempt follows the frontend and the second rounds.
+static absl::StatusOr<std::unique_ptr<CudnnAttention::Plan>> BuildAttentionPlan(
+    cudnnHandle_t handle, const AttentionDims& d, bool backward, bool ds_bf16) {
   const int64_t b = d.batch, s = d.seq_len, h = d.n_head, hk = d.n_kv_head, hd = d.head_dim;
   const int64_t qs = d.qkv_stride;
-  GraphBuilder g(handle_);
+  GraphBuilder g(handle);
   const cudnnDataType_t bf16 = CUDNN_DATA_BFLOAT16, f32 = CUDNN_DATA_FLOAT;
   const std::vector<int64_t> scalar{1, 1, 1, 1};
   const std::vector<int64_t> qkv_rows{s * qs, hd, qs, 1};       // [b, heads, s, hd] in QKV rows
@@ -311,7 +319,7 @@ absl::StatusOr<CudnnAttention::Plan*> CudnnAttention::GetPlan(const AttentionDim
   g.Pointwise(CUDNN_POINTWISE_MUL, s_raw, scale, s_scaled);
   Desc s_masked = g.CausalMask(s_scaled, scores, neg_inf);
 
-  auto plan = std::make_unique<Plan>();
+  auto plan = std::make_unique<CudnnAttention::Plan>();
   if (!backward) {
     Desc v = g.Tensor(bf16, {b, hk, s, hd}, qkv_rows, kV);
     Desc o = g.Tensor(bf16, {b, h, s, hd}, out_rows, kO);
@@ -326,7 +334,8 @@ absl::StatusOr<CudnnAttention::Plan*> CudnnAttention::GetPlan(const AttentionDim
     Desc log_z = g.Virtual(f32, stats);
     g.Pointwise(CUDNN_POINTWISE_LOG, z, nullptr, log_z);
     g.Pointwise(CUDNN_POINTWISE_ADD, max, log_z, lse);
-    Desc p = g.Virtual(f32, scores);
+    // The engines take the probabilities into the second product in the I/O type.
+    Desc p = g.Virtual(bf16, scores);
     g.Pointwise(CUDNN_POINTWISE_DIV, e, z, p);
     g.Matmul(p, v, o);
   } else {
@@ -368,7 +377,7 @@ absl::StatusOr<CudnnAttention::Plan*> CudnnAttention::GetPlan(const AttentionDim
     g.Pointwise(CUDNN_POINTWISE_SUB, dp, row_sum, dp_centred);
     Desc ds_raw = g.Virtual(f32, scores);
     g.Pointwise(CUDNN_POINTWISE_MUL, dp_centred, p, ds_raw);
-    Desc ds = g.Virtual(f32, scores);
+    Desc ds = g.Virtual(ds_bf16 ? bf16 : f32, scores);
     g.Pointwise(CUDNN_POINTWISE_MUL, ds_raw, scale, ds);
     // dK = dS^T Q.
     Desc dst = g.Tensor(bf16, scores, transposed);
@@ -388,24 +397,51 @@ absl::StatusOr<CudnnAttention::Plan*> CudnnAttention::GetPlan(const AttentionDim
   }
   int64_t ws = 0;
   absl::StatusOr<Desc> built = g.BuildPlan(&ws);
-  if (!built.ok()) {
-    return absl::Status(built.status().code(),
-                        absl::StrCat(backward ? "backward: " : "forward: ",
-                                     built.status().message()));
-  }
+  if (!built.ok()) return built.status();
   plan->plan = *built;
   plan->plan_workspace = static_cast<size_t>(ws);
-  Plan* raw = plan.get();
-  plans_.emplace(key, std::move(plan));
-  return raw;
+  return plan;
+}
+
+absl::StatusOr<CudnnAttention::Plan*> CudnnAttention::GetPlan(const AttentionDims& d,
+                                                              bool backward) {
+  const AttentionGraphKey key{d.batch,    d.seq_len,    d.n_head, d.n_kv_head,
+                              d.head_dim, d.qkv_stride, backward};
+  if (auto it = plans_.find(key); it != plans_.end()) {
+    // A shape cuDNN refused stays refused: its error is cached, not rebuilt every call.
+    if (it->second->plan == nullptr) return it->second->error;
+    return it->second.get();
+  }
+  std::string errors;
+  for (const bool ds_bf16 : backward ? std::vector<bool>{false, true} : std::vector<bool>{false}) {
+    absl::StatusOr<std::unique_ptr<Plan>> plan = BuildAttentionPlan(handle_, d, backward, ds_bf16);
+    if (plan.ok()) {
+      Plan* raw = plan->get();
+      plans_.emplace(key, std::move(*plan));
+      return raw;
+    }
+    absl::StrAppend(&errors, errors.empty() ? "" : " | then with dS in BF16: ",
+                    plan.status().message());
+  }
+  auto failed = std::make_unique<Plan>();
+  failed->error = absl::FailedPreconditionError(
+      absl::StrCat(backward ? "backward: " : "forward: ", errors));
+  const absl::Status error = failed->error;
+  plans_.emplace(key, std::move(failed));
+  return error;
 }
 
 absl::StatusOr<size_t> CudnnAttention::Prepare(const AttentionDims& dims) {
   absl::StatusOr<Plan*> fwd = GetPlan(dims, false);
   if (!fwd.ok()) return fwd.status();
   absl::StatusOr<Plan*> bwd = GetPlan(dims, true);
-  if (!bwd.ok()) return bwd.status();
+  if (!bwd.ok()) return (*fwd)->total();
   return std::max((*fwd)->total(), (*bwd)->total());
+}
+
+absl::Status CudnnAttention::BackwardStatus(const AttentionDims& dims) {
+  absl::StatusOr<Plan*> bwd = GetPlan(dims, true);
+  return bwd.ok() ? absl::OkStatus() : bwd.status();
 }
 
 namespace {

@@ -50,9 +50,11 @@ class CudnnAttention {
 
   // Builds (or finds) the forward and backward plans for `dims` and returns the workspace the
   // larger of them needs, including the FP32 scratch of the backward (rowsum(dO * O) and the dQ
-  // accumulator). FAILED_PRECONDITION with cuDNN's message when no deterministic engine supports
-  // the graph.
+  // accumulator). FAILED_PRECONDITION with cuDNN's reasons when no deterministic engine runs the
+  // forward graph. A backward cuDNN refuses does not fail Prepare (the forward is still usable);
+  // BackwardStatus says whether it is available.
   absl::StatusOr<size_t> Prepare(const AttentionDims& dims);
+  absl::Status BackwardStatus(const AttentionDims& dims);
 
   absl::Status Forward(__nv_bfloat16* out, float* lse, const __nv_bfloat16* q,
                        const __nv_bfloat16* k, const __nv_bfloat16* v, const AttentionDims& dims,
@@ -64,6 +66,7 @@ class CudnnAttention {
                         const __nv_bfloat16* out, const float* lse, const AttentionDims& dims,
                         void* workspace, size_t workspace_bytes);
 
+  // Shapes tried, forward and backward counted apart (refused ones included).
   size_t cached_graphs() const { return plans_.size(); }
 
   struct Plan;

@@ -174,6 +174,17 @@ absl::Status CudaEngine::Init(uint64_t seed) {
       cudnn_attention_ = std::move(*cudnn);
       attention_backend_ = AttentionBackend::kCudnn;
       attention_ws_bytes_ = std::max(attention_ws_bytes_, *ws);
+      if (!options_.cudnn_attention_backward) {
+        attention_note_ = "attention backward runs on the reference kernel (cuDNN backward not "
+                          "validated)";
+      } else if (absl::Status bwd = cudnn_attention_->BackwardStatus(AttentionShape(max_shape));
+                 !bwd.ok()) {
+        attention_note_ = std::string(bwd.message());
+        std::fprintf(stderr,
+                     "fp8d: cuDNN attention backward unavailable, using the reference kernel "
+                     "for it: %s\n",
+                     attention_note_.c_str());
+      }
     } else {
       attention_note_ = std::string(ws.status().message());
       std::fprintf(stderr, "fp8d: cuDNN attention unavailable, using the reference kernel: %s\n",
@@ -406,7 +417,7 @@ absl::Status CudaEngine::Attention(int l, const BatchShape& shape, bool backward
   const bf16* q = Buf<bf16>(a + "qkv");
   const bf16* k = q + model_.d_model;
   const bf16* v = k + model_.kv_dim();
-  if (cudnn_attention_ != nullptr) {
+  if (cudnn_attention_ != nullptr && (!backward || options_.cudnn_attention_backward)) {
     absl::Status s;
     if (!backward) {
       s = cudnn_attention_->Forward(Buf<bf16>(a + "attn"), Buf<float>(a + "lse"), q, k, v, dims,
@@ -421,7 +432,8 @@ absl::Status CudaEngine::Attention(int l, const BatchShape& shape, bool backward
     if (s.ok()) return s;
     // A shape the graphs were not prepared for and cuDNN cannot run: the reference kernel
     // computes the same function.
-    if (attention_note_.empty()) {
+    if (!reported_attention_fallback_) {
+      reported_attention_fallback_ = true;
       attention_note_ = std::string(s.message());
       std::fprintf(stderr, "fp8d: cuDNN attention failed for a batch shape, using the reference "
                    "kernel for it: %s\n", attention_note_.c_str());

@@ -9,6 +9,7 @@
 //   fp8d-bench                       # 124m B16xT1024 and 1b B8xT2048, BF16
 //   fp8d-bench --model 124m --batch 16 --seq 1024 --steps 20 --warmup 5
 //   fp8d-bench --attention reference   # the simple attention kernel instead of cuDNN
+//   fp8d-bench --attention cudnn-full  # cuDNN backward too (not validated: measurement only)
 #include <cuda_runtime.h>
 
 #include <chrono>
@@ -34,6 +35,14 @@ struct BenchCase {
   int batch;
   int seq;
 };
+
+// What ran the attention forward and backward.
+const char* AttentionLabel(const fp8d::kernels::CudaEngine& e,
+                           const fp8d::kernels::CudaEngineOptions& options) {
+  if (e.attention_backend() != fp8d::kernels::AttentionBackend::kCudnn) return "reference";
+  if (options.cudnn_attention_backward && e.attention_note().empty()) return "cudnn-fwd+bwd";
+  return "cudnn-fwd+reference-bwd";
+}
 
 int RunCase(const BenchCase& c, int steps, int warmup,
             fp8d::kernels::CudaEngineOptions options) {
@@ -103,13 +112,14 @@ int RunCase(const BenchCase& c, int steps, int warmup,
       "  flops_per_token=%.4g (6N=%.4g + attention) peak_mem_gib=%.2f (plan %.2f GiB, "
       "device used %.2f of %.2f GiB) create_s=%.1f loss %.4f -> %.4f\n",
       c.model.c_str(), c.batch, c.seq, model->ParamCount() / 1e6, dev.name.c_str(),
-      (*engine)->attention_backend() == fp8d::kernels::AttentionBackend::kCudnn ? "cudnn"
-                                                                                : "reference",
-      steps, warmup,
+      AttentionLabel(**engine, options), steps, warmup,
       step_ms, tok_s, tflops, 100.0 * tflops / peak, peak, flops_per_token,
       6.0 * model->MatmulParamCount(), (*engine)->MemoryBytes() / double(1 << 30),
       (*engine)->memory_plan().Estimate() / double(1 << 30), (total_b - free_b) / double(1 << 30),
       total_b / double(1 << 30), create_s, first_loss, last_loss);
+  if (!(*engine)->attention_note().empty()) {
+    std::printf("  attention note: %s\n", (*engine)->attention_note().c_str());
+  }
   std::fflush(stdout);
   return 0;
 }
@@ -136,17 +146,18 @@ int main(int argc, char** argv) {
     else if (!std::strcmp(argv[i], "--warmup")) warmup = std::atoi(next("--warmup"));
     else if (!std::strcmp(argv[i], "--attention")) {
       const std::string a = next("--attention");
-      if (a != "cudnn" && a != "reference") {
-        std::fprintf(stderr, "--attention must be cudnn or reference\n");
+      if (a != "cudnn" && a != "cudnn-full" && a != "reference") {
+        std::fprintf(stderr, "--attention must be cudnn, cudnn-full or reference\n");
         return 2;
       }
-      options.attention = a == "cudnn" ? fp8d::kernels::AttentionBackend::kCudnn
-                                       : fp8d::kernels::AttentionBackend::kReference;
+      options.attention = a == "reference" ? fp8d::kernels::AttentionBackend::kReference
+                                           : fp8d::kernels::AttentionBackend::kCudnn;
+      options.cudnn_attention_backward = a == "cudnn-full";
     }
     else {
       std::fprintf(stderr,
                    "usage: fp8d-bench [--model NAME --batch B --seq T] [--steps N] [--warmup N] "
-                   "[--attention cudnn|reference]\n");
+                   "[--attention cudnn|cudnn-full|reference]\n");
       return 2;
     }
   }

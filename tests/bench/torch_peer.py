@@ -79,6 +79,12 @@ def run(name, batch, seq, steps, warmup):
     model = Llama(L, d, h, kv, ff, vocab, seq).cuda()
     for blk in model.blocks:  # rebind RoPE tables moved to the GPU
         blk.rope = (model.cos, model.sin)
+    # fp8d's initialisation: N(0, 0.02), output projections scaled by 1/sqrt(2L), norms 1.
+    with torch.no_grad():
+        for n, p in model.named_parameters():
+            if p.dim() == 2:
+                out_proj = n.endswith("o.weight") or n.endswith("down.weight")
+                p.normal_(0.0, 0.02 / math.sqrt(2 * L) if out_proj else 0.02)
     n_matmul = sum(p.numel() for n, p in model.named_parameters() if p.dim() == 2)
     opt = torch.optim.AdamW(model.parameters(), lr=1e-4, weight_decay=0.1, fused=True)
     step_fn = torch.compile(model)

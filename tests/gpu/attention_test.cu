@@ -1,11 +1,12 @@
 // Causal GQA attention three ways on the same fresh random inputs: cuDNN's fused flash graphs
 // (kernels/attention_cudnn.h), the simple reference kernel (kernels/attention_reference.cuh) and
 // the FP32 CPU reference (core/ref/attention.h). Outputs are poisoned with NaN first so an
-// unwritten element fails; the cuDNN backward must also be bit-reproducible.
+// unwritten element fails; backward results must also be bit-reproducible.
 #include <cuda_bf16.h>
 #include <cuda_runtime.h>
 
 #include <cmath>
+#include <memory>
 #include <random>
 #include <string>
 #include <vector>
@@ -81,88 +82,122 @@ double RelError(const std::vector<float>& got, const std::vector<float>& want) {
   return std::sqrt(num / std::max(den, 1e-30));
 }
 
-class AttentionTest : public testing::TestWithParam<Case> {};
-
-TEST_P(AttentionTest, CudnnAndReferenceKernelMatchTheCpuReference) {
-  SKIP_WITHOUT_GPU();
-  const Case c = GetParam();
-  const int d_model = c.heads * c.head_dim, kv_dim = c.kv_heads * c.head_dim;
-  const int qkv_stride = d_model + 2 * kv_dim;
-  const size_t rows = size_t(c.batch) * c.seq;
-  std::mt19937 gen(c.batch * 1000 + c.seq + c.heads * 7 + c.head_dim);
-  Bf16Buffer qkv(rows * qkv_stride, gen, 1.f), dout(rows * d_model, gen, 1.f);
-
-  AttentionDims dims{c.batch, c.seq, c.heads, c.kv_heads, c.head_dim, qkv_stride};
-  ref::AttentionShape rs{c.batch, c.seq, c.heads, c.kv_heads, c.head_dim, qkv_stride};
-  const float* hq = qkv.host.data();
-  std::vector<float> want_out(rows * d_model), want_lse(size_t(c.batch) * c.heads * c.seq);
-  ref::AttentionForward(hq, hq + d_model, hq + d_model + kv_dim, want_out.data(),
-                        want_lse.data(), rs);
-  // Backward from the CPU's own forward output; the GPU paths use theirs.
-  std::vector<float> want_dqkv(rows * qkv_stride, 0.f);
-  ref::AttentionBackward(dout.host.data(), hq, hq + d_model, hq + d_model + kv_dim,
-                         want_out.data(), want_lse.data(), want_dqkv.data(),
-                         want_dqkv.data() + d_model, want_dqkv.data() + d_model + kv_dim, rs);
-
-  cudaStream_t stream;
-  cudaStreamCreate(&stream);
-  auto cudnn = CudnnAttention::Create(stream);
-  ASSERT_TRUE(cudnn.ok()) << cudnn.status();
-  absl::StatusOr<size_t> ws_bytes = (*cudnn)->Prepare(dims);
-  ASSERT_TRUE(ws_bytes.ok()) << "cuDNN could not build the attention graphs: "
-                             << ws_bytes.status();
-  const size_t ref_ws = ReferenceAttentionBackwardWorkspaceBytes(dims);
-  void* ws = nullptr;
-  cudaMalloc(&ws, std::max(*ws_bytes, ref_ws) + 256);
-  float* lse = nullptr;
-  cudaMalloc(&lse, want_lse.size() * 4);
-
-  for (const bool use_cudnn : {true, false}) {
-    SCOPED_TRACE(use_cudnn ? "cudnn" : "reference kernel");
-    Bf16Buffer out(rows * d_model), dqkv(rows * qkv_stride);
-    cudaMemset(lse, 0xFF, want_lse.size() * 4);
-    const __nv_bfloat16* q = qkv.dev;
-    if (use_cudnn) {
-      ASSERT_TRUE((*cudnn)
-                      ->Forward(out.dev, lse, q, q + d_model, q + d_model + kv_dim, dims, ws,
-                                *ws_bytes)
-                      .ok());
-    } else {
-      ReferenceAttentionForward(stream, out.dev, lse, q, q + d_model, q + d_model + kv_dim, dims);
-    }
-    ASSERT_EQ(cudaStreamSynchronize(stream), cudaSuccess);
-    EXPECT_LT(RelError(out.Read(), want_out), kForwardTol);
-    std::vector<float> got_lse(want_lse.size());
-    cudaMemcpy(got_lse.data(), lse, got_lse.size() * 4, cudaMemcpyDeviceToHost);
-    EXPECT_LT(RelError(got_lse, want_lse), 1e-2);
-
-    auto backward = [&](Bf16Buffer& grad) {
-      __nv_bfloat16* dq = grad.dev;
-      if (use_cudnn) {
-        EXPECT_TRUE((*cudnn)
-                        ->Backward(dq, dq + d_model, dq + d_model + kv_dim, dout.dev, q,
-                                   q + d_model, q + d_model + kv_dim, out.dev, lse, dims, ws,
-                                   *ws_bytes)
-                        .ok());
-      } else {
-        ReferenceAttentionBackward(stream, dq, dq + d_model, dq + d_model + kv_dim, dout.dev, q,
-                                   q + d_model, q + d_model + kv_dim, out.dev, lse, dims, ws,
-                                   ref_ws);
-      }
-      cudaStreamSynchronize(stream);
-    };
-    backward(dqkv);
-    const std::vector<float> got = dqkv.Read();
-    EXPECT_LT(RelError(got, want_dqkv), kBackwardTol);
-    // Same inputs, same bits.
-    Bf16Buffer again(rows * qkv_stride);
-    backward(again);
-    EXPECT_EQ(again.Read(), got);
+// Inputs, the CPU reference's results and the device state the three checks share.
+class AttentionTest : public testing::TestWithParam<Case> {
+ protected:
+  void SetUp() override {
+    SKIP_WITHOUT_GPU();
+    const Case c = GetParam();
+    d_model_ = c.heads * c.head_dim;
+    kv_dim_ = c.kv_heads * c.head_dim;
+    const int qkv_stride = d_model_ + 2 * kv_dim_;
+    rows_ = size_t(c.batch) * c.seq;
+    std::mt19937 gen(c.batch * 1000 + c.seq + c.heads * 7 + c.head_dim);
+    qkv_ = std::make_unique<Bf16Buffer>(rows_ * qkv_stride, gen, 1.f);
+    dout_ = std::make_unique<Bf16Buffer>(rows_ * d_model_, gen, 1.f);
+    dims_ = AttentionDims{c.batch, c.seq, c.heads, c.kv_heads, c.head_dim, qkv_stride};
+    const ref::AttentionShape rs{c.batch, c.seq, c.heads, c.kv_heads, c.head_dim, qkv_stride};
+    const float* hq = qkv_->host.data();
+    want_out_.resize(rows_ * d_model_);
+    want_lse_.resize(size_t(c.batch) * c.heads * c.seq);
+    ref::AttentionForward(hq, hq + d_model_, hq + d_model_ + kv_dim_, want_out_.data(),
+                          want_lse_.data(), rs);
+    want_dqkv_.assign(rows_ * qkv_stride, 0.f);
+    ref::AttentionBackward(dout_->host.data(), hq, hq + d_model_, hq + d_model_ + kv_dim_,
+                           want_out_.data(), want_lse_.data(), want_dqkv_.data(),
+                           want_dqkv_.data() + d_model_, want_dqkv_.data() + d_model_ + kv_dim_,
+                           rs);
+    cudaStreamCreate(&stream_);
+    auto cudnn = CudnnAttention::Create(stream_);
+    ASSERT_TRUE(cudnn.ok()) << cudnn.status();
+    cudnn_ = std::move(*cudnn);
+    absl::StatusOr<size_t> ws = cudnn_->Prepare(dims_);
+    ASSERT_TRUE(ws.ok()) << "cuDNN could not build the attention forward graph: " << ws.status();
+    cudnn_ws_ = *ws;
+    ref_ws_ = ReferenceAttentionBackwardWorkspaceBytes(dims_);
+    cudaMalloc(&ws_, std::max(cudnn_ws_, ref_ws_) + 256);
+    cudaMalloc(&lse_, want_lse_.size() * 4);
+    out_ = std::make_unique<Bf16Buffer>(rows_ * d_model_);
   }
-  EXPECT_EQ((*cudnn)->cached_graphs(), 2u);
-  cudaFree(ws);
-  cudaFree(lse);
-  cudaStreamDestroy(stream);
+  void TearDown() override {
+    cudaFree(ws_);
+    cudaFree(lse_);
+    cudnn_.reset();
+    if (stream_ != nullptr) cudaStreamDestroy(stream_);
+  }
+
+  const __nv_bfloat16* Q() const { return qkv_->dev; }
+  const __nv_bfloat16* K() const { return qkv_->dev + d_model_; }
+  const __nv_bfloat16* V() const { return qkv_->dev + d_model_ + kv_dim_; }
+
+  // Forward into out_ and lse_ (both poisoned first), then checks them against the CPU.
+  void ForwardAndCheck(bool use_cudnn) {
+    cudaMemset(out_->dev, 0xFF, rows_ * d_model_ * 2);
+    cudaMemset(lse_, 0xFF, want_lse_.size() * 4);
+    if (use_cudnn) {
+      ASSERT_TRUE(cudnn_->Forward(out_->dev, lse_, Q(), K(), V(), dims_, ws_, cudnn_ws_).ok());
+    } else {
+      ReferenceAttentionForward(stream_, out_->dev, lse_, Q(), K(), V(), dims_);
+    }
+    ASSERT_EQ(cudaStreamSynchronize(stream_), cudaSuccess);
+    EXPECT_LT(RelError(out_->Read(), want_out_), kForwardTol);
+    std::vector<float> got_lse(want_lse_.size());
+    cudaMemcpy(got_lse.data(), lse_, got_lse.size() * 4, cudaMemcpyDeviceToHost);
+    EXPECT_LT(RelError(got_lse, want_lse_), 1e-2);
+  }
+
+  // Backward from out_ and lse_ into a poisoned buffer; returns dQKV.
+  std::vector<float> Backward(bool use_cudnn) {
+    Bf16Buffer grad(want_dqkv_.size());
+    __nv_bfloat16* dq = grad.dev;
+    if (use_cudnn) {
+      const absl::Status s =
+          cudnn_->Backward(dq, dq + d_model_, dq + d_model_ + kv_dim_, dout_->dev, Q(), K(), V(),
+                           out_->dev, lse_, dims_, ws_, cudnn_ws_);
+      EXPECT_TRUE(s.ok()) << s;
+    } else {
+      ReferenceAttentionBackward(stream_, dq, dq + d_model_, dq + d_model_ + kv_dim_, dout_->dev,
+                                 Q(), K(), V(), out_->dev, lse_, dims_, ws_, ref_ws_);
+    }
+    cudaStreamSynchronize(stream_);
+    return grad.Read();
+  }
+
+  int d_model_ = 0, kv_dim_ = 0;
+  size_t rows_ = 0;
+  std::unique_ptr<Bf16Buffer> qkv_, dout_, out_;
+  AttentionDims dims_;
+  std::vector<float> want_out_, want_lse_, want_dqkv_;
+  cudaStream_t stream_ = nullptr;
+  std::unique_ptr<CudnnAttention> cudnn_;
+  size_t cudnn_ws_ = 0, ref_ws_ = 0;
+  void* ws_ = nullptr;
+  float* lse_ = nullptr;
+};
+
+TEST_P(AttentionTest, CudnnForwardMatchesTheCpuReference) { ForwardAndCheck(true); }
+
+TEST_P(AttentionTest, ReferenceKernelForwardMatchesTheCpuReference) { ForwardAndCheck(false); }
+
+// What the engine runs: cuDNN forward, then the reference kernel's backward from cuDNN's output
+// and log-sum-exp.
+TEST_P(AttentionTest, ReferenceBackwardFromCudnnForwardMatchesTheCpuReference) {
+  ForwardAndCheck(true);
+  const std::vector<float> got = Backward(false);
+  EXPECT_LT(RelError(got, want_dqkv_), kBackwardTol);
+  EXPECT_EQ(Backward(false), got);  // same inputs, same bits
+}
+
+// Disabled: on an H100 with cuDNN 9.19 (2026-11-22) this graph built, ran and was bit-for-bit
+// reproducible, but its dQKV was 0.51 (relative L2) away from the CPU reference on every shape
+// here. The engine keeps the backward on the reference kernel until this passes
+// (CudaEngineOptions::cudnn_attention_backward).
+TEST_P(AttentionTest, DISABLED_CudnnBackwardMatchesTheCpuReference) {
+  ForwardAndCheck(true);
+  ASSERT_TRUE(cudnn_->BackwardStatus(dims_).ok()) << cudnn_->BackwardStatus(dims_);
+  const std::vector<float> got = Backward(true);
+  EXPECT_LT(RelError(got, want_dqkv_), kBackwardTol);
+  EXPECT_EQ(Backward(true), got);
 }
 
 INSTANTIATE_TEST_SUITE_P(Shapes, AttentionTest,

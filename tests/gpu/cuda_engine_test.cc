@@ -71,22 +71,27 @@ std::vector<TokenBatch> Batches(const ModelConfig& m, int count, int batch, int 
   return out;
 }
 
-OptimizerStepArgs Args(int step) {
+// Learning rates at which each model trains smoothly; at a rate where the loss oscillates, BF16
+// rounding differences are amplified step after step and no tolerance would be meaningful.
+constexpr float kTinyLr = 3e-3f;
+constexpr float kSmall124mLr = 6e-4f;
+
+OptimizerStepArgs Args(int step, float lr = kTinyLr) {
   OptimizerStepArgs a;
   a.step = step;
-  a.lr = 3e-3f;
+  a.lr = lr;
   a.weight_decay = 0.1f;
   a.grad_clip = 1.f;
   return a;
 }
 
 std::vector<StepResult> Train(Engine& e, const std::vector<TokenBatch>& batches, int first,
-                              int count, int micro = 1) {
+                              int count, int micro = 1, float lr = kTinyLr) {
   std::vector<StepResult> out;
   for (int s = first; s < first + count; ++s) {
     std::vector<TokenBatch> mbs;
     for (int j = 0; j < micro; ++j) mbs.push_back(batches[(s * micro + j) % batches.size()]);
-    absl::StatusOr<StepResult> r = e.TrainStep(mbs, Args(s));
+    absl::StatusOr<StepResult> r = e.TrainStep(mbs, Args(s, lr));
     EXPECT_TRUE(r.ok()) << r.status();
     if (!r.ok()) break;
     out.push_back(*r);
@@ -146,7 +151,8 @@ TEST(CudaEngineTest, Small124mShapedModelTracksTheCpuEngineFor20Steps) {
   auto gpu = Gpu(m, 1, 32);
   auto cpu = Cpu(m);
   ASSERT_TRUE(gpu && cpu);
-  ExpectTracks(Train(*gpu, batches, 0, kSteps), Train(*cpu, batches, 0, kSteps));
+  ExpectTracks(Train(*gpu, batches, 0, kSteps, 1, kSmall124mLr),
+               Train(*cpu, batches, 0, kSteps, 1, kSmall124mLr));
 }
 
 TEST(CudaEngineTest, TwoGpuRunsGiveBitIdenticalLosses) {
