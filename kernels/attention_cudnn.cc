@@ -12,7 +12,7 @@ namespace {
 // Tensor ids the variant pack binds to device (or, for the scalars, host) pointers.
 enum Uid : int64_t {
   kQ = 1, kK = 2, kV = 3, kO = 4, kLse = 5, kScale = 6, kNegInf = 7,
-  kDO = 8, kDQ = 9, kDK = 10, kDV = 11, kRowSum = 12, kDQAccum = 13,
+  kDO = 8, kDQ = 9, kDK = 10, kDV = 11, kRowSum = 12, kDQAccum = 13, kOne = 14,
   kFirstVirtual = 100,
 };
 
@@ -350,10 +350,15 @@ static absl::StatusOr<std::unique_ptr<CudnnAttention::Plan>> BuildAttentionPlan(
     plan->row_sum_bytes = static_cast<size_t>(b * h * s) * sizeof(float);
     plan->dq_accum_bytes = static_cast<size_t>(b * h * s * hd) * sizeof(float);
 
-    // rowsum(dO * O), the softmax backward's correction term.
+    // rowsum(dO * O), the softmax backward's correction term. As in cudnn-frontend, the sum is
+    // virtual and the stored tensor is its product with the dropout scale (1 here): the fused
+    // engines match that shape of graph.
+    Desc one = g.Tensor(f32, scalar, scalar, kOne, /*by_value=*/true);
     Desc do_o = g.Virtual(f32, {b, h, s, hd});
     g.Pointwise(CUDNN_POINTWISE_MUL, d_o, o, do_o);
-    g.Reduction(CUDNN_REDUCE_TENSOR_ADD, do_o, row_sum);
+    Desc row_sum_raw = g.Tensor(f32, stats, stats_strides);
+    g.Reduction(CUDNN_REDUCE_TENSOR_ADD, do_o, row_sum_raw);
+    g.Pointwise(CUDNN_POINTWISE_MUL, row_sum_raw, one, row_sum);
     // P = exp(S - LSE), recomputed from the forward's statistics.
     Desc centred = g.Virtual(f32, scores);
     g.Pointwise(CUDNN_POINTWISE_SUB, s_masked, lse, centred);
@@ -512,12 +517,13 @@ absl::Status CudnnAttention::Backward(__nv_bfloat16* dq, __nv_bfloat16* dk, __nv
   }
   float scale = 1.f / std::sqrt(static_cast<float>(dims.head_dim));
   float neg_inf = -std::numeric_limits<float>::infinity();
+  float one = 1.f;
   return Execute(
       handle_, p.plan,
-      {kQ, kK, kV, kO, kLse, kScale, kNegInf, kDO, kDQ, kDK, kDV, kRowSum, kDQAccum},
+      {kQ, kK, kV, kO, kLse, kScale, kNegInf, kDO, kDQ, kDK, kDV, kRowSum, kDQAccum, kOne},
       {const_cast<__nv_bfloat16*>(q), const_cast<__nv_bfloat16*>(k),
        const_cast<__nv_bfloat16*>(v), const_cast<__nv_bfloat16*>(out), const_cast<float*>(lse),
-       &scale, &neg_inf, const_cast<__nv_bfloat16*>(dout), dq, dk, dv, row_sum, dq_accum},
+       &scale, &neg_inf, const_cast<__nv_bfloat16*>(dout), dq, dk, dv, row_sum, dq_accum, &one},
       base);
 }
 
