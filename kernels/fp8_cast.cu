@@ -1,0 +1,403 @@
+#include "kernels/fp8_cast.cuh"
+
+#include <cuda_fp8.h>
+
+#include <algorithm>
+#include <cfloat>
+
+#include "core/fp8_format.h"
+#include "kernels/cuda_check.h"
+#include "kernels/delayed_scaling.cuh"
+#include "kernels/device_common.cuh"
+
+namespace fp8d::kernels {
+namespace {
+
+constexpr int kThreads = 256;
+constexpr int kMaxGridStrideBlocks = 4096;
+constexpr unsigned kFullMask = 0xffffffffu;
+
+// Cast + transpose tiles: 32x32 elements, 32x8 threads, each thread handles 4 rows of the tile.
+constexpr int kTile = 32;
+constexpr int kTileRowsPerPass = 8;
+
+template <bool kE4M3>
+__device__ __forceinline__ uint8_t ToFp8(float x) {
+  return __nv_cvt_float_to_fp8(x, __NV_SATFINITE, kE4M3 ? __NV_E4M3 : __NV_E5M2);
+}
+
+// |x| as bits: for non-negative floats the unsigned order is the numeric order, and every NaN
+// sorts above inf, so an integer max propagates NaN exactly like core's AmaxFold.
+__device__ __forceinline__ uint32_t AbsBits(float x) { return __float_as_uint(x) & 0x7fffffffu; }
+
+// core's BlockScale (current scaling of a row or block): 1 for amax 0, NaN or inf; FLT_MAX when
+// fp8_max / amax overflows, so 1 / scale stays nonzero.
+__device__ __forceinline__ float BlockScale(float amax, float fp8_max) {
+  if (!isfinite(amax) || !(amax > 0.f)) return 1.f;
+  const float scale = fp8_max / amax;
+  return isinf(scale) ? FLT_MAX : scale;
+}
+
+// One thread's share of the statistics; combined per warp, then one atomic per warp.
+struct LocalStats {
+  uint32_t amax_bits = 0;
+  uint32_t saturated = 0;
+  uint32_t underflow = 0;
+  uint32_t nonzero = 0;
+
+  __device__ __forceinline__ void Add(float x, float scaled, uint8_t code, float fp8_max) {
+    amax_bits = max(amax_bits, AbsBits(x));
+    const bool is_nonzero = x != 0.f;
+    nonzero += is_nonzero;
+    saturated += fabsf(scaled) > fp8_max;
+    underflow += is_nonzero && (code & 0x7Fu) == 0;
+  }
+
+  // Every lane of the warp must call it.
+  __device__ __forceinline__ void Flush(Fp8CastStats* stats) const {
+    const uint32_t amax = __reduce_max_sync(kFullMask, amax_bits);
+    const uint32_t sat = __reduce_add_sync(kFullMask, saturated);
+    const uint32_t under = __reduce_add_sync(kFullMask, underflow);
+    const uint32_t nz = __reduce_add_sync(kFullMask, nonzero);
+    const unsigned tid = threadIdx.y * blockDim.x + threadIdx.x;  // blocks are 1-D or 32 wide
+    if (tid % kWarpSize == 0) {
+      atomicMax(reinterpret_cast<unsigned int*>(&stats->amax), amax);
+      if (sat) atomicAdd(reinterpret_cast<unsigned long long*>(&stats->saturated), sat);
+      if (under) atomicAdd(reinterpret_cast<unsigned long long*>(&stats->underflow), under);
+      if (nz) atomicAdd(reinterpret_cast<unsigned long long*>(&stats->nonzero), nz);
+    }
+  }
+};
+
+int GridStrideBlocks(int64_t n) {
+  return static_cast<int>(std::clamp<int64_t>(CeilDiv(n, kThreads), 1, kMaxGridStrideBlocks));
+}
+
+// Per-tensor cast of n elements, no transpose. With `amax_for_scale` non-null the scale is
+// derived here from the tensor's amax (current scaling) and block 0 publishes it.
+template <typename T, bool kE4M3>
+__global__ void CastKernel(const T* __restrict__ in, int64_t n, const float* scale_ptr,
+                           const float* amax_for_scale, int margin, float fp8_max,
+                           uint8_t* __restrict__ out, float* scale_out, float* scale_inv,
+                           Fp8CastStats* stats) {
+  const float scale = amax_for_scale != nullptr
+                          ? DeviceComputeScale(*amax_for_scale, fp8_max, margin, 1.f)
+                          : *scale_ptr;
+  if (blockIdx.x == 0 && threadIdx.x == 0) {
+    if (scale_out != nullptr) *scale_out = scale;
+    if (scale_inv != nullptr) *scale_inv = 1.0f / scale;
+  }
+  LocalStats local;
+  const int64_t stride = static_cast<int64_t>(gridDim.x) * blockDim.x;
+  for (int64_t i = static_cast<int64_t>(blockIdx.x) * blockDim.x + threadIdx.x; i < n;
+       i += stride) {
+    const float x = ToFloat(in[i]);
+    const float scaled = x * scale;
+    const uint8_t code = ToFp8<kE4M3>(scaled);
+    out[i] = code;
+    local.Add(x, scaled, code, fp8_max);
+  }
+  if (stats != nullptr) local.Flush(stats);
+}
+
+// Cast + transpose through a shared-memory tile: each input element is read once, its code is
+// written to `out` and, from the tile, to `out_t` with coalesced rows of the transpose.
+template <typename T, bool kE4M3>
+__global__ void CastTransposeKernel(const T* __restrict__ in, int64_t rows, int64_t cols,
+                                    const float* scale_ptr, const float* amax_for_scale,
+                                    int margin, float fp8_max, uint8_t* __restrict__ out,
+                                    uint8_t* __restrict__ out_t, float* scale_out,
+                                    float* scale_inv, Fp8CastStats* stats) {
+  __shared__ uint8_t tile[kTile][kTile + 4];  // padded against bank conflicts on the transpose
+  const float scale = amax_for_scale != nullptr
+                          ? DeviceComputeScale(*amax_for_scale, fp8_max, margin, 1.f)
+                          : *scale_ptr;
+  if (blockIdx.x == 0 && threadIdx.x == 0 && threadIdx.y == 0) {
+    if (scale_out != nullptr) *scale_out = scale;
+    if (scale_inv != nullptr) *scale_inv = 1.0f / scale;
+  }
+  const int64_t tiles_across = CeilDiv(cols, kTile);
+  const int64_t r0 = (blockIdx.x / tiles_across) * kTile;
+  const int64_t c0 = (blockIdx.x % tiles_across) * kTile;
+  const int tx = threadIdx.x, ty = threadIdx.y;
+
+  LocalStats local;
+#pragma unroll
+  for (int j = 0; j < kTile / kTileRowsPerPass; ++j) {
+    const int64_t r = r0 + ty + j * kTileRowsPerPass;
+    const int64_t c = c0 + tx;
+    if (r < rows && c < cols) {
+      const float x = ToFloat(in[r * cols + c]);
+      const float scaled = x * scale;
+      const uint8_t code = ToFp8<kE4M3>(scaled);
+      out[r * cols + c] = code;
+      tile[ty + j * kTileRowsPerPass][tx] = code;
+      local.Add(x, scaled, code, fp8_max);
+    }
+  }
+  if (stats != nullptr) local.Flush(stats);
+  if (out_t == nullptr) return;
+  __syncthreads();
+#pragma unroll
+  for (int j = 0; j < kTile / kTileRowsPerPass; ++j) {
+    const int64_t tr = c0 + ty + j * kTileRowsPerPass;  // row of out_t = column of in
+    const int64_t tc = r0 + tx;
+    if (tr < cols && tc < rows) out_t[tr * rows + tc] = tile[tx][ty + j * kTileRowsPerPass];
+  }
+}
+
+template <typename T>
+__global__ void AmaxKernel(const T* __restrict__ in, int64_t n, float* amax) {
+  uint32_t bits = 0;
+  const int64_t stride = static_cast<int64_t>(gridDim.x) * blockDim.x;
+  for (int64_t i = static_cast<int64_t>(blockIdx.x) * blockDim.x + threadIdx.x; i < n;
+       i += stride) {
+    bits = max(bits, AbsBits(ToFloat(in[i])));
+  }
+  bits = __reduce_max_sync(kFullMask, bits);
+  if (threadIdx.x % kWarpSize == 0) atomicMax(reinterpret_cast<unsigned int*>(amax), bits);
+}
+
+// One block per row: the row's amax, its scale, then the cast (the second read of the row comes
+// from L1/L2).
+template <typename T, bool kE4M3>
+__global__ void RowwiseKernel(const T* __restrict__ in, int64_t cols, float fp8_max,
+                              uint8_t* __restrict__ out, float* scale_inv, float* scales,
+                              Fp8CastStats* stats) {
+  __shared__ uint32_t warp_max[kThreads / kWarpSize];
+  const int64_t r = blockIdx.x;
+  const T* row = in + r * cols;
+  uint32_t bits = 0;
+  for (int64_t c = threadIdx.x; c < cols; c += blockDim.x) {
+    bits = max(bits, AbsBits(ToFloat(row[c])));
+  }
+  bits = __reduce_max_sync(kFullMask, bits);
+  if (threadIdx.x % kWarpSize == 0) warp_max[threadIdx.x / kWarpSize] = bits;
+  __syncthreads();
+  bits = 0;
+  for (int w = 0; w < kThreads / kWarpSize; ++w) bits = max(bits, warp_max[w]);
+  const float scale = BlockScale(__uint_as_float(bits), fp8_max);
+  if (threadIdx.x == 0) {
+    scale_inv[r] = 1.0f / scale;
+    if (scales != nullptr) scales[r] = scale;
+  }
+  LocalStats local;
+  for (int64_t c = threadIdx.x; c < cols; c += blockDim.x) {
+    const float x = ToFloat(row[c]);
+    const float scaled = x * scale;
+    const uint8_t code = ToFp8<kE4M3>(scaled);
+    out[r * cols + c] = code;
+    local.Add(x, scaled, code, fp8_max);
+  }
+  if (stats != nullptr) local.Flush(stats);
+}
+
+// One warp per 128-element block of a row, 4 elements per lane (lane, lane + 32, ...), so each
+// load instruction of the warp is contiguous.
+template <typename T, bool kE4M3>
+__global__ void BlockwiseKernel(const T* __restrict__ in, int64_t rows, int64_t cols,
+                                float fp8_max, uint8_t* __restrict__ out, float* scale_inv,
+                                float* scales, Fp8CastStats* stats) {
+  constexpr int kPerLane = kFp8BlockCols / kWarpSize;
+  const int64_t k_blocks = CeilDiv(cols, kFp8BlockCols);
+  const int64_t block = static_cast<int64_t>(blockIdx.x) * (blockDim.x / kWarpSize) +
+                        threadIdx.x / kWarpSize;
+  if (block >= rows * k_blocks) return;  // uniform across the warp
+  const int lane = threadIdx.x % kWarpSize;
+  const int64_t r = block / k_blocks, kb = block % k_blocks;
+  const int64_t c0 = kb * kFp8BlockCols;
+  const T* src = in + r * cols;
+
+  float x[kPerLane];
+  uint32_t bits = 0;
+#pragma unroll
+  for (int j = 0; j < kPerLane; ++j) {
+    const int64_t c = c0 + lane + j * kWarpSize;
+    x[j] = c < cols ? ToFloat(src[c]) : 0.f;
+    bits = max(bits, AbsBits(x[j]));
+  }
+  bits = __reduce_max_sync(kFullMask, bits);
+  const float scale = BlockScale(__uint_as_float(bits), fp8_max);
+  if (lane == 0) {
+    scale_inv[kb * rows + r] = 1.0f / scale;
+    if (scales != nullptr) scales[kb * rows + r] = scale;
+  }
+  LocalStats local;
+#pragma unroll
+  for (int j = 0; j < kPerLane; ++j) {
+    const int64_t c = c0 + lane + j * kWarpSize;
+    if (c < cols) {
+      const float scaled = x[j] * scale;
+      const uint8_t code = ToFp8<kE4M3>(scaled);
+      out[r * cols + c] = code;
+      local.Add(x[j], scaled, code, fp8_max);
+    }
+  }
+  if (stats != nullptr) local.Flush(stats);
+}
+
+void ZeroStats(Fp8CastStats* stats, cudaStream_t stream) {
+  if (stats != nullptr) CUDA_CHECK(cudaMemsetAsync(stats, 0, sizeof(Fp8CastStats), stream));
+}
+
+// Shared body of CastToFp8 and the second kernel of CurrentScaleCastToFp8.
+template <typename T, bool kE4M3>
+void LaunchCast(const T* in, int64_t rows, int64_t cols, const float* scale,
+                const float* amax_for_scale, int margin, uint8_t* out, uint8_t* out_t,
+                float* scale_out, float* scale_inv, Fp8CastStats* stats, cudaStream_t stream) {
+  const float fp8_max = kE4M3 ? kE4M3Max : kE5M2Max;
+  if (out_t == nullptr) {
+    const int64_t n = rows * cols;
+    CastKernel<T, kE4M3><<<GridStrideBlocks(n), kThreads, 0, stream>>>(
+        in, n, scale, amax_for_scale, margin, fp8_max, out, scale_out, scale_inv, stats);
+  } else {
+    const int64_t tiles = std::max<int64_t>(1, CeilDiv(rows, kTile) * CeilDiv(cols, kTile));
+    FP8D_KERNELS_CHECK(tiles <= int64_t{0x7fffffff});
+    const dim3 block(kTile, kTileRowsPerPass);
+    CastTransposeKernel<T, kE4M3><<<static_cast<unsigned>(tiles), block, 0, stream>>>(
+        in, rows, cols, scale, amax_for_scale, margin, fp8_max, out, out_t, scale_out, scale_inv,
+        stats);
+  }
+  CUDA_CHECK_LAUNCH();
+}
+
+template <typename T>
+void CastToFp8Impl(const T* in, int64_t rows, int64_t cols, Fp8Format format, const float* scale,
+                   uint8_t* out, uint8_t* out_t, float* scale_inv, Fp8CastStats* stats,
+                   cudaStream_t stream) {
+  FP8D_KERNELS_CHECK(rows >= 0 && cols >= 0 && scale != nullptr && out != nullptr);
+  ZeroStats(stats, stream);
+  if (format == Fp8Format::kE4M3) {
+    LaunchCast<T, true>(in, rows, cols, scale, nullptr, 0, out, out_t, nullptr, scale_inv, stats,
+                        stream);
+  } else {
+    LaunchCast<T, false>(in, rows, cols, scale, nullptr, 0, out, out_t, nullptr, scale_inv, stats,
+                         stream);
+  }
+}
+
+template <typename T>
+void AmaxImpl(const T* in, int64_t n, float* amax, cudaStream_t stream) {
+  FP8D_KERNELS_CHECK(n >= 0 && amax != nullptr);
+  CUDA_CHECK(cudaMemsetAsync(amax, 0, sizeof(float), stream));
+  if (n == 0) return;
+  AmaxKernel<T><<<GridStrideBlocks(n), kThreads, 0, stream>>>(in, n, amax);
+  CUDA_CHECK_LAUNCH();
+}
+
+template <typename T>
+void CurrentScaleCastImpl(const T* in, int64_t rows, int64_t cols, Fp8Format format, int margin,
+                          uint8_t* out, uint8_t* out_t, float* scale, float* scale_inv,
+                          Fp8CastStats* stats, cudaStream_t stream) {
+  FP8D_KERNELS_CHECK(rows >= 0 && cols >= 0 && out != nullptr && stats != nullptr);
+  ZeroStats(stats, stream);
+  const int64_t n = rows * cols;
+  if (n > 0) {
+    AmaxKernel<T><<<GridStrideBlocks(n), kThreads, 0, stream>>>(in, n, &stats->amax);
+    CUDA_CHECK_LAUNCH();
+  }
+  // The cast kernel folds the same elements into stats->amax again, which leaves the max
+  // unchanged, and adds the counts the amax kernel did not touch.
+  if (format == Fp8Format::kE4M3) {
+    LaunchCast<T, true>(in, rows, cols, nullptr, &stats->amax, margin, out, out_t, scale,
+                        scale_inv, stats, stream);
+  } else {
+    LaunchCast<T, false>(in, rows, cols, nullptr, &stats->amax, margin, out, out_t, scale,
+                         scale_inv, stats, stream);
+  }
+}
+
+template <typename T>
+void RowwiseImpl(const T* in, int64_t rows, int64_t cols, Fp8Format format, uint8_t* out,
+                 float* scale_inv, float* scales, Fp8CastStats* stats, cudaStream_t stream) {
+  FP8D_KERNELS_CHECK(rows >= 0 && cols >= 0 && rows <= int64_t{0x7fffffff});
+  FP8D_KERNELS_CHECK(out != nullptr && scale_inv != nullptr);
+  ZeroStats(stats, stream);
+  if (rows == 0) return;
+  const unsigned grid = static_cast<unsigned>(rows);
+  if (format == Fp8Format::kE4M3) {
+    RowwiseKernel<T, true><<<grid, kThreads, 0, stream>>>(in, cols, kE4M3Max, out, scale_inv,
+                                                          scales, stats);
+  } else {
+    RowwiseKernel<T, false><<<grid, kThreads, 0, stream>>>(in, cols, kE5M2Max, out, scale_inv,
+                                                           scales, stats);
+  }
+  CUDA_CHECK_LAUNCH();
+}
+
+template <typename T>
+void BlockwiseImpl(const T* in, int64_t rows, int64_t cols, Fp8Format format, uint8_t* out,
+                   float* scale_inv, float* scales, Fp8CastStats* stats, cudaStream_t stream) {
+  FP8D_KERNELS_CHECK(rows >= 0 && cols >= 0);
+  FP8D_KERNELS_CHECK(out != nullptr && scale_inv != nullptr);
+  ZeroStats(stats, stream);
+  const int64_t n_blocks = Fp8BlockScaleCount(rows, cols);
+  if (n_blocks == 0) return;
+  constexpr int kWarpsPerBlock = kThreads / kWarpSize;
+  const int64_t grid = CeilDiv(n_blocks, kWarpsPerBlock);
+  FP8D_KERNELS_CHECK(grid <= int64_t{0x7fffffff});
+  if (format == Fp8Format::kE4M3) {
+    BlockwiseKernel<T, true><<<static_cast<unsigned>(grid), kThreads, 0, stream>>>(
+        in, rows, cols, kE4M3Max, out, scale_inv, scales, stats);
+  } else {
+    BlockwiseKernel<T, false><<<static_cast<unsigned>(grid), kThreads, 0, stream>>>(
+        in, rows, cols, kE5M2Max, out, scale_inv, scales, stats);
+  }
+  CUDA_CHECK_LAUNCH();
+}
+
+}  // namespace
+
+void CastToFp8(const __nv_bfloat16* in, int64_t rows, int64_t cols, Fp8Format format,
+               const float* scale, uint8_t* out, uint8_t* out_t, float* scale_inv,
+               Fp8CastStats* stats, cudaStream_t stream) {
+  CastToFp8Impl(in, rows, cols, format, scale, out, out_t, scale_inv, stats, stream);
+}
+void CastToFp8(const float* in, int64_t rows, int64_t cols, Fp8Format format, const float* scale,
+               uint8_t* out, uint8_t* out_t, float* scale_inv, Fp8CastStats* stats,
+               cudaStream_t stream) {
+  CastToFp8Impl(in, rows, cols, format, scale, out, out_t, scale_inv, stats, stream);
+}
+
+void Fp8Amax(const __nv_bfloat16* in, int64_t n, float* amax, cudaStream_t stream) {
+  AmaxImpl(in, n, amax, stream);
+}
+void Fp8Amax(const float* in, int64_t n, float* amax, cudaStream_t stream) {
+  AmaxImpl(in, n, amax, stream);
+}
+
+void CurrentScaleCastToFp8(const __nv_bfloat16* in, int64_t rows, int64_t cols, Fp8Format format,
+                           int margin, uint8_t* out, uint8_t* out_t, float* scale,
+                           float* scale_inv, Fp8CastStats* stats, cudaStream_t stream) {
+  CurrentScaleCastImpl(in, rows, cols, format, margin, out, out_t, scale, scale_inv, stats,
+                       stream);
+}
+void CurrentScaleCastToFp8(const float* in, int64_t rows, int64_t cols, Fp8Format format,
+                           int margin, uint8_t* out, uint8_t* out_t, float* scale,
+                           float* scale_inv, Fp8CastStats* stats, cudaStream_t stream) {
+  CurrentScaleCastImpl(in, rows, cols, format, margin, out, out_t, scale, scale_inv, stats,
+                       stream);
+}
+
+void RowwiseCastToFp8(const __nv_bfloat16* in, int64_t rows, int64_t cols, Fp8Format format,
+                      uint8_t* out, float* scale_inv, float* scales, Fp8CastStats* stats,
+                      cudaStream_t stream) {
+  RowwiseImpl(in, rows, cols, format, out, scale_inv, scales, stats, stream);
+}
+void RowwiseCastToFp8(const float* in, int64_t rows, int64_t cols, Fp8Format format, uint8_t* out,
+                      float* scale_inv, float* scales, Fp8CastStats* stats, cudaStream_t stream) {
+  RowwiseImpl(in, rows, cols, format, out, scale_inv, scales, stats, stream);
+}
+
+void BlockwiseCastToFp8(const __nv_bfloat16* in, int64_t rows, int64_t cols, Fp8Format format,
+                        uint8_t* out, float* scale_inv, float* scales, Fp8CastStats* stats,
+                        cudaStream_t stream) {
+  BlockwiseImpl(in, rows, cols, format, out, scale_inv, scales, stats, stream);
+}
+void BlockwiseCastToFp8(const float* in, int64_t rows, int64_t cols, Fp8Format format,
+                        uint8_t* out, float* scale_inv, float* scales, Fp8CastStats* stats,
+                        cudaStream_t stream) {
+  BlockwiseImpl(in, rows, cols, format, out, scale_inv, scales, stats, stream);
+}
+
+}  // namespace fp8d::kernels
