@@ -47,9 +47,15 @@ absl::Status Validate(const Fp8GemmConfig& c, const GemmShape& s) {
     return absl::InvalidArgumentError(
         absl::StrCat("FP8 GEMM shape m=", s.m, " n=", s.n, " k=", s.k, " must be positive"));
   }
-  if (s.k % 16 != 0 || s.n % 16 != 0) {
-    return absl::InvalidArgumentError(absl::StrCat(
-        "FP8 GEMM shape n=", s.n, " k=", s.k, ": both must be multiples of 16"));
+  // FP8 tensor cores read X and W rows of k bytes 16 bytes at a time; Y rows of n BF16 or FP32
+  // values must stay 16-byte aligned too.
+  if (s.k % 16 != 0) {
+    return absl::InvalidArgumentError(
+        absl::StrCat("FP8 GEMM shape k=", s.k, ": must be a multiple of 16"));
+  }
+  if (s.n % 8 != 0) {
+    return absl::InvalidArgumentError(
+        absl::StrCat("FP8 GEMM shape n=", s.n, ": must be a multiple of 8"));
   }
   if (c.x_scale_inv == nullptr || c.w_scale_inv == nullptr) {
     return absl::InvalidArgumentError("FP8 GEMM x_scale_inv and w_scale_inv are required");

@@ -85,9 +85,10 @@ class Fp8GemmRunner {
   Fp8GemmRunner& operator=(const Fp8GemmRunner&) = delete;
 
   // Y[m, n] (= or +=) alpha * X[m, k] * W[n, k]^T, shape = {m, n, k}. INVALID_ARGUMENT for
-  // unsupported types, non-positive sizes, k or n not a multiple of 16 (FP8 tensor cores read
-  // 16-byte aligned rows) or missing scale pointers; FAILED_PRECONDITION or INTERNAL with the
-  // cuBLASLt status when the library has no algorithm (e.g. no FP8 on this GPU).
+  // unsupported types, non-positive sizes, k not a multiple of 16 or n not a multiple of 8
+  // (FP8 tensor cores need 16-byte aligned rows of X, W and Y) or missing scale pointers;
+  // FAILED_PRECONDITION or INTERNAL with the cuBLASLt status when the library has no algorithm
+  // (e.g. no FP8 on this GPU). A vocabulary-sized LM head (n = 50257) therefore stays BF16.
   absl::Status Run(const Fp8GemmConfig& config, const GemmShape& shape, const uint8_t* x,
                    const uint8_t* w, void* y, cudaStream_t stream);
 
