@@ -236,6 +236,81 @@ __global__ void BlockwiseKernel(const T* __restrict__ in, int64_t rows, int64_t 
   if (stats != nullptr) local.Flush(stats);
 }
 
+// Transposed rowwise/blockwise casts, step 1: per column, the amax of each block of
+// `block_rows` rows, as |x| bit patterns max-combined into amax_bits[block * cols + c]. Tiles of
+// 128 rows x 32 columns; block_rows is a multiple of 128 or covers all rows, so a tile never
+// straddles two blocks.
+constexpr int kAmaxTileRows = 128;
+
+template <typename T>
+__global__ void ColumnBlockAmaxKernel(const T* __restrict__ in, int64_t rows, int64_t cols,
+                                      int64_t block_rows, uint32_t* amax_bits) {
+  __shared__ uint32_t partial[kTileRowsPerPass][kTile];
+  const int64_t tiles_across = CeilDiv(cols, kTile);
+  const int64_t r0 = (blockIdx.x / tiles_across) * kAmaxTileRows;
+  const int64_t c = (blockIdx.x % tiles_across) * kTile + threadIdx.x;
+  uint32_t bits = 0;
+  if (c < cols) {
+    for (int j = 0; j < kAmaxTileRows / kTileRowsPerPass; ++j) {
+      const int64_t r = r0 + threadIdx.y + j * kTileRowsPerPass;
+      if (r < rows) bits = max(bits, AbsBits(ToFloat(in[r * cols + c])));
+    }
+  }
+  partial[threadIdx.y][threadIdx.x] = bits;
+  __syncthreads();
+  if (threadIdx.y == 0 && c < cols) {
+    for (int i = 1; i < kTileRowsPerPass; ++i) bits = max(bits, partial[i][threadIdx.x]);
+    atomicMax(&amax_bits[(r0 / block_rows) * cols + c], bits);
+  }
+}
+
+// Step 2: cast-transpose with the scale of each column's block (32-row tiles sit inside one
+// block), writing only X^T's codes.
+template <typename T, bool kE4M3>
+__global__ void TransposedCastKernel(const T* __restrict__ in, int64_t rows, int64_t cols,
+                                     int64_t block_rows, const uint32_t* amax_bits, float fp8_max,
+                                     uint8_t* __restrict__ out_t, Fp8CastStats* stats) {
+  __shared__ uint8_t tile[kTile][kTile + 4];
+  const int64_t tiles_across = CeilDiv(cols, kTile);
+  const int64_t r0 = (blockIdx.x / tiles_across) * kTile;
+  const int64_t c0 = (blockIdx.x % tiles_across) * kTile;
+  const int tx = threadIdx.x, ty = threadIdx.y;
+  const int64_t c = c0 + tx;
+  const float scale =
+      c < cols ? BlockScale(__uint_as_float(amax_bits[(r0 / block_rows) * cols + c]), fp8_max)
+               : 1.f;
+  LocalStats local;
+#pragma unroll
+  for (int j = 0; j < kTile / kTileRowsPerPass; ++j) {
+    const int64_t r = r0 + ty + j * kTileRowsPerPass;
+    if (r < rows && c < cols) {
+      const float x = ToFloat(in[r * cols + c]);
+      const float scaled = x * scale;
+      const uint8_t code = ToFp8<kE4M3>(scaled);
+      tile[ty + j * kTileRowsPerPass][tx] = code;
+      local.Add(x, scaled, code, fp8_max);
+    }
+  }
+  if (stats != nullptr) local.Flush(stats);
+  __syncthreads();
+#pragma unroll
+  for (int j = 0; j < kTile / kTileRowsPerPass; ++j) {
+    const int64_t tr = c0 + ty + j * kTileRowsPerPass;
+    const int64_t tc = r0 + tx;
+    if (tr < cols && tc < rows) out_t[tr * rows + tc] = tile[tx][ty + j * kTileRowsPerPass];
+  }
+}
+
+// Step 3: amax bits (stored in scale_inv) -> scale_inv = 1 / scale, and scales when asked.
+__global__ void FinalizeBlockScalesKernel(int64_t n, float fp8_max, float* scale_inv,
+                                          float* scales) {
+  const int64_t i = static_cast<int64_t>(blockIdx.x) * blockDim.x + threadIdx.x;
+  if (i >= n) return;
+  const float scale = BlockScale(scale_inv[i], fp8_max);
+  scale_inv[i] = 1.0f / scale;
+  if (scales != nullptr) scales[i] = scale;
+}
+
 void ZeroStats(Fp8CastStats* stats, cudaStream_t stream) {
   if (stats != nullptr) CUDA_CHECK(cudaMemsetAsync(stats, 0, sizeof(Fp8CastStats), stream));
 }
@@ -346,6 +421,42 @@ void BlockwiseImpl(const T* in, int64_t rows, int64_t cols, Fp8Format format, ui
   CUDA_CHECK_LAUNCH();
 }
 
+template <typename T>
+void TransposedBlocksImpl(const T* in, int64_t rows, int64_t cols, int64_t block_rows,
+                          Fp8Format format, uint8_t* out_t, float* scale_inv, float* scales,
+                          Fp8CastStats* stats, cudaStream_t stream) {
+  FP8D_KERNELS_CHECK(rows >= 0 && cols >= 0 && block_rows > 0);
+  FP8D_KERNELS_CHECK(block_rows % kAmaxTileRows == 0 || block_rows >= rows);
+  FP8D_KERNELS_CHECK(out_t != nullptr && scale_inv != nullptr);
+  ZeroStats(stats, stream);
+  const int64_t n_scales = CeilDiv(rows, block_rows) * cols;
+  if (n_scales == 0) return;
+  // scale_inv holds the amax bit patterns until step 3 replaces them.
+  uint32_t* amax_bits = reinterpret_cast<uint32_t*>(scale_inv);
+  CUDA_CHECK(cudaMemsetAsync(amax_bits, 0, n_scales * sizeof(float), stream));
+  const float fp8_max = format == Fp8Format::kE4M3 ? kE4M3Max : kE5M2Max;
+  const dim3 block(kTile, kTileRowsPerPass);
+  const int64_t amax_tiles = CeilDiv(rows, kAmaxTileRows) * CeilDiv(cols, kTile);
+  const int64_t cast_tiles = CeilDiv(rows, kTile) * CeilDiv(cols, kTile);
+  FP8D_KERNELS_CHECK(cast_tiles <= int64_t{0x7fffffff});
+  if (amax_tiles > 0) {
+    ColumnBlockAmaxKernel<T><<<static_cast<unsigned>(amax_tiles), block, 0, stream>>>(
+        in, rows, cols, block_rows, amax_bits);
+    CUDA_CHECK_LAUNCH();
+    if (format == Fp8Format::kE4M3) {
+      TransposedCastKernel<T, true><<<static_cast<unsigned>(cast_tiles), block, 0, stream>>>(
+          in, rows, cols, block_rows, amax_bits, fp8_max, out_t, stats);
+    } else {
+      TransposedCastKernel<T, false><<<static_cast<unsigned>(cast_tiles), block, 0, stream>>>(
+          in, rows, cols, block_rows, amax_bits, fp8_max, out_t, stats);
+    }
+    CUDA_CHECK_LAUNCH();
+  }
+  FinalizeBlockScalesKernel<<<static_cast<unsigned>(CeilDiv(n_scales, kThreads)), kThreads, 0,
+                              stream>>>(n_scales, fp8_max, scale_inv, scales);
+  CUDA_CHECK_LAUNCH();
+}
+
 }  // namespace
 
 void CastToFp8(const __nv_bfloat16* in, int64_t rows, int64_t cols, Fp8Format format,
@@ -398,6 +509,31 @@ void BlockwiseCastToFp8(const float* in, int64_t rows, int64_t cols, Fp8Format f
                         uint8_t* out, float* scale_inv, float* scales, Fp8CastStats* stats,
                         cudaStream_t stream) {
   BlockwiseImpl(in, rows, cols, format, out, scale_inv, scales, stats, stream);
+}
+
+void TransposedRowwiseCastToFp8(const __nv_bfloat16* in, int64_t rows, int64_t cols,
+                                Fp8Format format, uint8_t* out_t, float* scale_inv, float* scales,
+                                Fp8CastStats* stats, cudaStream_t stream) {
+  TransposedBlocksImpl(in, rows, cols, std::max<int64_t>(rows, 1), format, out_t, scale_inv,
+                       scales, stats, stream);
+}
+void TransposedRowwiseCastToFp8(const float* in, int64_t rows, int64_t cols, Fp8Format format,
+                                uint8_t* out_t, float* scale_inv, float* scales,
+                                Fp8CastStats* stats, cudaStream_t stream) {
+  TransposedBlocksImpl(in, rows, cols, std::max<int64_t>(rows, 1), format, out_t, scale_inv,
+                       scales, stats, stream);
+}
+void TransposedBlockwiseCastToFp8(const __nv_bfloat16* in, int64_t rows, int64_t cols,
+                                  Fp8Format format, uint8_t* out_t, float* scale_inv,
+                                  float* scales, Fp8CastStats* stats, cudaStream_t stream) {
+  TransposedBlocksImpl(in, rows, cols, kFp8BlockCols, format, out_t, scale_inv, scales, stats,
+                       stream);
+}
+void TransposedBlockwiseCastToFp8(const float* in, int64_t rows, int64_t cols, Fp8Format format,
+                                  uint8_t* out_t, float* scale_inv, float* scales,
+                                  Fp8CastStats* stats, cudaStream_t stream) {
+  TransposedBlocksImpl(in, rows, cols, kFp8BlockCols, format, out_t, scale_inv, scales, stats,
+                       stream);
 }
 
 }  // namespace fp8d::kernels

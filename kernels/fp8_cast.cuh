@@ -92,4 +92,27 @@ void BlockwiseCastToFp8(const float* in, int64_t rows, int64_t cols, Fp8Format f
                         uint8_t* out, float* scale_inv, float* scales, Fp8CastStats* stats,
                         cudaStream_t stream);
 
+// Transposed copies for the rowwise and blockwise recipes: quantize X^T [cols, rows] of the
+// row-major X [rows, cols] with scales along the rows of X^T (columns of X), which is the
+// contraction axis of the weight-gradient GEMM (dW = dY^T X takes dY^T and X^T). Same scale rule
+// as RowwiseCastToFp8 / BlockwiseCastToFp8 applied to X^T, without materialising X^T in high
+// precision: a column-amax kernel, the cast-transpose through shared-memory tiles, then a small
+// kernel that turns the amaxes into scales.
+//  - Rowwise: scale_inv[cols] (and scales[cols] when non-null), one per column of X.
+//  - Blockwise: one scale per 128 rows of a column, column c's block kb at [kb * cols + c]
+//    (the VEC128_32F layout of X^T, whose rows are X's columns); Fp8BlockScaleCount(cols, rows)
+//    floats.
+void TransposedRowwiseCastToFp8(const __nv_bfloat16* in, int64_t rows, int64_t cols,
+                                Fp8Format format, uint8_t* out_t, float* scale_inv, float* scales,
+                                Fp8CastStats* stats, cudaStream_t stream);
+void TransposedRowwiseCastToFp8(const float* in, int64_t rows, int64_t cols, Fp8Format format,
+                                uint8_t* out_t, float* scale_inv, float* scales,
+                                Fp8CastStats* stats, cudaStream_t stream);
+void TransposedBlockwiseCastToFp8(const __nv_bfloat16* in, int64_t rows, int64_t cols,
+                                  Fp8Format format, uint8_t* out_t, float* scale_inv,
+                                  float* scales, Fp8CastStats* stats, cudaStream_t stream);
+void TransposedBlockwiseCastToFp8(const float* in, int64_t rows, int64_t cols, Fp8Format format,
+                                  uint8_t* out_t, float* scale_inv, float* scales,
+                                  Fp8CastStats* stats, cudaStream_t stream);
+
 }  // namespace fp8d::kernels

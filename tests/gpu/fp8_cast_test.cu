@@ -5,6 +5,7 @@
 #include <cuda_bf16.h>
 #include <cuda_runtime.h>
 
+#include <algorithm>
 #include <cmath>
 #include <cstdint>
 #include <limits>
@@ -310,6 +311,98 @@ TEST_F(GpuFp8CastTest, RowwiseScalesBytesAndCountsMatchCpuBlocks) { CheckBlocked
 
 TEST_F(GpuFp8CastTest, Blockwise1x128ScalesInCublasLayoutAndBytesMatchCpuBlocks) {
   CheckBlocked(Blocking::k1x128);
+}
+
+// X^T quantized along its rows (X's columns): the CPU quantizes the explicit transpose with
+// core's blocks, the GPU never materialises it.
+void CheckTransposedBlocked(Blocking blocking) {
+  uint64_t seed = blocking == Blocking::kRowwise ? 2900 : 3900;
+  // Also rows spanning several 128-row amax tiles and a partial last block.
+  std::vector<Shape> shapes = kShapes;
+  shapes.push_back({300, 70});
+  for (const Shape& s : shapes) {
+    for (Fp8Format format : {Fp8Format::kE4M3, Fp8Format::kE5M2}) {
+      for (Input input : {Input::kBf16, Input::kFp32}) {
+        SCOPED_TRACE(::testing::Message() << s.rows << "x" << s.cols << " " << Name(format)
+                                          << (input == Input::kBf16 ? " bf16" : " fp32"));
+        const size_t n = static_cast<size_t>(s.rows * s.cols);
+        std::vector<float> x = RandomWithOutliers(n, seed++);
+        std::vector<float> xt(n);
+        for (int64_t r = 0; r < s.rows; ++r) {
+          for (int64_t c = 0; c < s.cols; ++c) xt[c * s.rows + r] = x[r * s.cols + c];
+        }
+        if (input == Input::kFp32 && s.cols >= 4) {
+          // Column 0 of X = row 0 of X^T all zero; column 1 gets a NaN; column 2 subnormal.
+          for (int64_t r = 0; r < s.rows; ++r) {
+            xt[0 * s.rows + r] = 0.f;
+            xt[2 * s.rows + r] = (r % 3 == 0) ? 1e-40f : 0.f;
+          }
+          xt[1 * s.rows + s.rows / 2] = std::numeric_limits<float>::quiet_NaN();
+          for (int64_t r = 0; r < s.rows; ++r) {
+            for (int64_t c = 0; c < s.cols; ++c) {
+              x[r * s.cols + c] = xt[c * s.rows + r];
+            }
+          }
+        }
+        const int block_cols = blocking == Blocking::kRowwise ? static_cast<int>(s.rows) : 128;
+        std::vector<float> dequant(n);
+        std::vector<float> cpu_scales;  // [c * k_blocks + kb]
+        const QuantStats want = QuantizeDequantizeBlocks(
+            xt.data(), dequant.data(), static_cast<int>(s.cols), static_cast<int>(s.rows), 1,
+            block_cols, format, &cpu_scales);
+        const int64_t k_blocks = (s.rows + block_cols - 1) / block_cols;
+        std::vector<uint8_t> want_q(n);
+        std::vector<float> want_scales(cpu_scales.size()), want_inv(cpu_scales.size());
+        for (int64_t c = 0; c < s.cols; ++c) {
+          for (int64_t kb = 0; kb < k_blocks; ++kb) {
+            const float scale = cpu_scales[c * k_blocks + kb];
+            want_scales[kb * s.cols + c] = scale;
+            want_inv[kb * s.cols + c] = 1.0f / scale;
+            for (int64_t r = kb * block_cols; r < std::min(s.rows, (kb + 1) * block_cols); ++r) {
+              want_q[c * s.rows + r] = FloatToFp8(xt[c * s.rows + r] * scale, format);
+            }
+          }
+        }
+
+        DeviceBuffer<float> in_f(x);
+        DeviceBuffer<__nv_bfloat16> in_b(::fp8d::testing::ToBf16(x));
+        DeviceBuffer<uint8_t> out_t(n);
+        DeviceBuffer<float> scales(want_scales.size()), scale_inv(want_scales.size());
+        DeviceBuffer<Fp8CastStats> stats(1);
+        if (blocking == Blocking::kRowwise) {
+          if (input == Input::kBf16) {
+            TransposedRowwiseCastToFp8(in_b.get(), s.rows, s.cols, format, out_t.get(),
+                                       scale_inv.get(), scales.get(), stats.get(), nullptr);
+          } else {
+            TransposedRowwiseCastToFp8(in_f.get(), s.rows, s.cols, format, out_t.get(),
+                                       scale_inv.get(), scales.get(), stats.get(), nullptr);
+          }
+        } else {
+          ASSERT_EQ(Fp8BlockScaleCount(s.cols, s.rows), static_cast<int64_t>(want_scales.size()));
+          if (input == Input::kBf16) {
+            TransposedBlockwiseCastToFp8(in_b.get(), s.rows, s.cols, format, out_t.get(),
+                                         scale_inv.get(), scales.get(), stats.get(), nullptr);
+          } else {
+            TransposedBlockwiseCastToFp8(in_f.get(), s.rows, s.cols, format, out_t.get(),
+                                         scale_inv.get(), scales.get(), stats.get(), nullptr);
+          }
+        }
+        FP8D_TEST_CUDA(cudaDeviceSynchronize());
+        EXPECT_TRUE(SameBytes(scales.Download(), want_scales));
+        EXPECT_TRUE(SameBytes(scale_inv.Download(), want_inv));
+        EXPECT_TRUE(SameBytes(out_t.Download(), want_q));
+        ExpectStatsEqual(Download(stats), want);
+      }
+    }
+  }
+}
+
+TEST_F(GpuFp8CastTest, TransposedRowwiseQuantizesColumnsLikeCpuOnTranspose) {
+  CheckTransposedBlocked(Blocking::kRowwise);
+}
+
+TEST_F(GpuFp8CastTest, TransposedBlockwiseQuantizes128RowBlocksLikeCpuOnTranspose) {
+  CheckTransposedBlocked(Blocking::k1x128);
 }
 
 }  // namespace
