@@ -28,6 +28,13 @@ namespace {
 
 using ::fp8d::testing::DeviceBuffer;
 
+// Fails the test with the status (the cuBLASLt reason) when a GEMM call is refused.
+#define FP8D_ASSERT_OK(expr)                 \
+  do {                                       \
+    const absl::Status fp8d_st_ = (expr);    \
+    ASSERT_TRUE(fp8d_st_.ok()) << fp8d_st_;  \
+  } while (0)
+
 // Rounding of BF16 output plus FP32 (or Hopper's fast) accumulation over up to a few thousand
 // terms; the absolute part covers outputs near zero from cancelling sums.
 constexpr float kRelTol = 1e-2f;
@@ -148,12 +155,11 @@ class GpuFp8GemmTest : public ::fp8d::testing::GpuTest<> {
     std::vector<float> got;
     if (out_type == CUDA_R_16BF) {
       DeviceBuffer<__nv_bfloat16> y(static_cast<size_t>(s.m * s.n));
-      ASSERT_TRUE(runner_->Run(config, s, dx.get(), dw.get(), y.get(), nullptr).ok());
+      FP8D_ASSERT_OK(runner_->Run(config, s, dx.get(), dw.get(), y.get(), nullptr));
       got = ::fp8d::testing::ToFloat(y.Download());
     } else {
       DeviceBuffer<float> y(static_cast<size_t>(s.m * s.n));
-      const absl::Status st = runner_->Run(config, s, dx.get(), dw.get(), y.get(), nullptr);
-      ASSERT_TRUE(st.ok()) << st;
+      FP8D_ASSERT_OK(runner_->Run(config, s, dx.get(), dw.get(), y.get(), nullptr));
       got = y.Download();
     }
     EXPECT_TRUE(::fp8d::testing::AllClose(got, want, kRelTol, kAbsTolFraction));
@@ -227,8 +233,8 @@ TEST_F(GpuFp8GemmTest, AccumulateAddsProductToFp32Output) {
   config.w_scale_inv = sw.get();
   config.accumulate = true;
   // Two micro-batches summing into one FP32 weight gradient.
-  ASSERT_TRUE(runner_->Run(config, s, dx.get(), dw.get(), y.get(), nullptr).ok());
-  ASSERT_TRUE(runner_->Run(config, s, dx.get(), dw.get(), y.get(), nullptr).ok());
+  FP8D_ASSERT_OK(runner_->Run(config, s, dx.get(), dw.get(), y.get(), nullptr));
+  FP8D_ASSERT_OK(runner_->Run(config, s, dx.get(), dw.get(), y.get(), nullptr));
   EXPECT_TRUE(::fp8d::testing::AllClose(y.Download(), want, 1e-3f, 1e-4f));
 }
 
@@ -254,7 +260,7 @@ TEST_F(GpuFp8GemmTest, CastKernelsFeedGemmBlockwise) {
   config.x_scale_inv = sx.get();
   config.w_scale_inv = sw.get();
   DeviceBuffer<__nv_bfloat16> y(static_cast<size_t>(s.m * s.n));
-  ASSERT_TRUE(runner_->Run(config, s, dx.get(), dw.get(), y.get(), nullptr).ok());
+  FP8D_ASSERT_OK(runner_->Run(config, s, dx.get(), dw.get(), y.get(), nullptr));
   EXPECT_TRUE(::fp8d::testing::AllClose(::fp8d::testing::ToFloat(y.Download()), want, kRelTol,
                                         kAbsTolFraction));
 }
@@ -269,11 +275,11 @@ TEST_F(GpuFp8GemmTest, PlansAreCachedPerDescriptor) {
   Fp8GemmConfig config;
   config.x_scale_inv = one.get();
   config.w_scale_inv = one.get();
-  ASSERT_TRUE(runner_->Run(config, s, x.get(), w.get(), y.get(), nullptr).ok());
-  ASSERT_TRUE(runner_->Run(config, s, x.get(), w.get(), y.get(), nullptr).ok());
+  FP8D_ASSERT_OK(runner_->Run(config, s, x.get(), w.get(), y.get(), nullptr));
+  FP8D_ASSERT_OK(runner_->Run(config, s, x.get(), w.get(), y.get(), nullptr));
   EXPECT_EQ(runner_->cached_plans(), 1u);
   config.fast_accum = true;
-  ASSERT_TRUE(runner_->Run(config, s, x.get(), w.get(), y.get(), nullptr).ok());
+  FP8D_ASSERT_OK(runner_->Run(config, s, x.get(), w.get(), y.get(), nullptr));
   EXPECT_EQ(runner_->cached_plans(), 2u);
   // Zero codes times any scale: the output is exactly zero (and was written over the poison).
   for (float v : ::fp8d::testing::ToFloat(y.Download())) ASSERT_EQ(v, 0.f);
