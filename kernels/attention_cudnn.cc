@@ -147,7 +147,7 @@ class GraphBuilder {
   }
 
   // Finalizes the graph and the first deterministic engine configuration that gives a plan.
-  absl::StatusOr<Desc> BuildPlan(int64_t* workspace_bytes) {
+  absl::StatusOr<Desc> BuildPlan(int64_t* workspace_bytes, std::string* engine) {
     if (!status_.ok()) return status_;
     Desc graph = Make(CUDNN_BACKEND_OPERATIONGRAPH_DESCRIPTOR);
     Set(graph, CUDNN_ATTR_OPERATIONGRAPH_HANDLE, CUDNN_TYPE_HANDLE, 1, &handle_, "graph handle");
@@ -213,6 +213,8 @@ class GraphBuilder {
         cudnnBackendGetAttribute(plan, CUDNN_ATTR_EXECUTION_PLAN_WORKSPACE_SIZE,
                                  CUDNN_TYPE_INT64, 1, &n, &ws);
         *workspace_bytes = ws;
+        *engine = absl::StrCat("engine ", EngineIndex(cfgs[i]), " (heuristics mode ", mode,
+                               ", config ", i, " of ", got, ")");
         return plan;  // owned by the caller
       }
     }
@@ -221,6 +223,22 @@ class GraphBuilder {
   }
 
  private:
+  // cuDNN's global index of the engine behind `cfg`, -1 when it cannot be read.
+  int64_t EngineIndex(Desc cfg) {
+    Desc engine = nullptr;
+    if (cudnnBackendCreateDescriptor(CUDNN_BACKEND_ENGINE_DESCRIPTOR, &engine) !=
+        CUDNN_STATUS_SUCCESS)
+      return -1;
+    owned_.push_back(engine);
+    int64_t n = 0, index = -1;
+    if (cudnnBackendGetAttribute(cfg, CUDNN_ATTR_ENGINECFG_ENGINE, CUDNN_TYPE_BACKEND_DESCRIPTOR,
+                                 1, &n, &engine) != CUDNN_STATUS_SUCCESS ||
+        cudnnBackendGetAttribute(engine, CUDNN_ATTR_ENGINE_GLOBAL_INDEX, CUDNN_TYPE_INT64, 1, &n,
+                                 &index) != CUDNN_STATUS_SUCCESS)
+      return -1;
+    return index;
+  }
+
   bool Deterministic(Desc cfg) {
     Desc engine = nullptr;
     if (cudnnBackendCreateDescriptor(CUDNN_BACKEND_ENGINE_DESCRIPTOR, &engine) !=
@@ -264,6 +282,7 @@ struct CudnnAttention::Plan {
   size_t plan_workspace = 0;  // cuDNN's own
   size_t row_sum_bytes = 0;   // backward only: rowsum(dO * O), FP32 [b, h, s]
   size_t dq_accum_bytes = 0;  // backward only: FP32 dQ [b, h, s, d]
+  std::string engine;         // which cuDNN engine runs the plan
   size_t total() const {
     return AlignUp(plan_workspace) + AlignUp(row_sum_bytes) + AlignUp(dq_accum_bytes);
   }
@@ -350,9 +369,11 @@ static absl::StatusOr<std::unique_ptr<CudnnAttention::Plan>> BuildAttentionPlan(
     plan->row_sum_bytes = static_cast<size_t>(b * h * s) * sizeof(float);
     plan->dq_accum_bytes = static_cast<size_t>(b * h * s * hd) * sizeof(float);
 
-    // rowsum(dO * O), the softmax backward's correction term. As in cudnn-frontend, the sum is
-    // virtual and the stored tensor is its product with the dropout scale (1 here): the fused
-    // engines match that shape of graph.
+    // rowsum(dO * O), the softmax backward's correction term. The sum must be a virtual tensor
+    // whose product with the dropout scale (1 here) is the stored one, as in cudnn-frontend:
+    // with the reduction written straight into the stored tensor, cuDNN 9.19's fused engine
+    // (engine 6 on H100) still accepts the graph but its dQ and dK are wrong (relative error
+    // 0.5 to 0.8, dV exact; measured 2026-11-22).
     Desc one = g.Tensor(f32, scalar, scalar, kOne, /*by_value=*/true);
     Desc do_o = g.Virtual(f32, {b, h, s, hd});
     g.Pointwise(CUDNN_POINTWISE_MUL, d_o, o, do_o);
@@ -401,7 +422,7 @@ static absl::StatusOr<std::unique_ptr<CudnnAttention::Plan>> BuildAttentionPlan(
     g.Pointwise(CUDNN_POINTWISE_IDENTITY, dq_accum, nullptr, dq);
   }
   int64_t ws = 0;
-  absl::StatusOr<Desc> built = g.BuildPlan(&ws);
+  absl::StatusOr<Desc> built = g.BuildPlan(&ws, &plan->engine);
   if (!built.ok()) return built.status();
   plan->plan = *built;
   plan->plan_workspace = static_cast<size_t>(ws);
@@ -525,6 +546,12 @@ absl::Status CudnnAttention::Backward(__nv_bfloat16* dq, __nv_bfloat16* dk, __nv
        const_cast<__nv_bfloat16*>(v), const_cast<__nv_bfloat16*>(out), const_cast<float*>(lse),
        &scale, &neg_inf, const_cast<__nv_bfloat16*>(dout), dq, dk, dv, row_sum, dq_accum, &one},
       base);
+}
+
+std::string CudnnAttention::PlanDescription(const AttentionDims& dims, bool backward) {
+  absl::StatusOr<Plan*> plan = GetPlan(dims, backward);
+  if (!plan.ok()) return std::string(plan.status().message());
+  return (*plan)->engine;
 }
 
 }  // namespace fp8d::kernels

@@ -66,6 +66,9 @@ class CudnnAttention {
                         const __nv_bfloat16* out, const float* lse, const AttentionDims& dims,
                         void* workspace, size_t workspace_bytes);
 
+  // The cuDNN engine chosen for the shape (or why none was), for logs.
+  std::string PlanDescription(const AttentionDims& dims, bool backward);
+
   // Shapes tried, forward and backward counted apart (refused ones included).
   size_t cached_graphs() const { return plans_.size(); }
 

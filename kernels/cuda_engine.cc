@@ -175,8 +175,8 @@ absl::Status CudaEngine::Init(uint64_t seed) {
       attention_backend_ = AttentionBackend::kCudnn;
       attention_ws_bytes_ = std::max(attention_ws_bytes_, *ws);
       if (!options_.cudnn_attention_backward) {
-        attention_note_ = "attention backward runs on the reference kernel (cuDNN backward not "
-                          "validated)";
+        attention_note_ = "attention backward runs on the reference kernel "
+                          "(CudaEngineOptions::cudnn_attention_backward is off)";
       } else if (absl::Status bwd = cudnn_attention_->BackwardStatus(AttentionShape(max_shape));
                  !bwd.ok()) {
         attention_note_ = std::string(bwd.message());

@@ -40,10 +40,9 @@ struct CudaEngineOptions {
   // cuDNN cannot build a deterministic plan for the shape; attention_backend() and
   // attention_note() say what runs and why.
   AttentionBackend attention = AttentionBackend::kCudnn;
-  // The cuDNN backward graph builds and runs deterministically on H100 (cuDNN 9.19) but its
-  // gradients disagreed with the CPU reference (relative error 0.5, tests/bench/RESULTS.md), so
-  // the backward stays on the reference kernel unless this is set (for measurements only).
-  bool cudnn_attention_backward = false;
+  // With kCudnn, the backward runs through cuDNN too (checked against the CPU reference by
+  // tests/gpu/attention_test.cu); false keeps it on the reference kernel.
+  bool cudnn_attention_backward = true;
 };
 
 class CudaEngine : public Engine {
