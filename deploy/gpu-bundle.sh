@@ -18,7 +18,7 @@ BUNDLE="$ROOT/bundle"
 JOBS="${JOBS:-2}"
 MAX_BUNDLE_MB=64
 TARGETS=(fp8d_gpu_tests fp8d-bench)
-OPTIONAL_TARGETS=(fp8d fp8ctl)
+OPTIONAL_TARGETS=(fp8d fp8ctl fp8d-gemm-bench)
 
 if [ "${SKIP_BUILD:-0}" != 1 ]; then
   cmake -S "$ROOT" -B "$BUILD_DIR" -G Ninja \
@@ -101,6 +101,11 @@ if [ "${RUN_DEMO:-1}" = 1 ] && [ -x "$HERE/bin/fp8d" ] && [ -x "$HERE/bin/fp8ctl
   tail -n 15 "$LOGS/demo.log"
   kill "$daemon" 2>/dev/null; wait "$daemon" 2>/dev/null
   [ "$demo_rc" -eq 0 ] || { echo "demo job: fp8ctl exited $demo_rc"; rc=1; }
+fi
+# FP8 against BF16 cuBLASLt throughput at the model's GEMM shapes.
+if [ "${RUN_GEMM_BENCH:-1}" = 1 ] && [ -x "$HERE/bin/fp8d-gemm-bench" ]; then
+  "$HERE/bin/fp8d-gemm-bench" 2>&1 | tee "$LOGS/gemm_bench.log"
+  [ "${PIPESTATUS[0]}" -eq 0 ] || rc=1
 fi
 if [ "${RUN_PEER:-0}" = 1 ]; then
   python3 "$HERE/torch_peer.py" 2>&1 | tee "$LOGS/peer.log"
