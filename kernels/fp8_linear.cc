@@ -239,7 +239,10 @@ absl::Status Fp8Linear::Forward(const __nv_bfloat16* x, __nv_bfloat16* y, cudaSt
   }
   Fp8GemmConfig c = GemmConfig(f, x_, w_);
   c.out_type = CUDA_R_16BF;
-  c.fast_accum = options_.fast_accum_forward;
+  // cuBLASLt 13.1 on sm_90 has no VEC128_32F (1x128) algorithm with fast accumulation: it answers
+  // CUBLAS_STATUS_NOT_SUPPORTED at every shape (H100, 2026-11-22), so 1x128 blocks always use
+  // split accumulation, which is also what block scaling needs for accuracy.
+  c.fast_accum = options_.fast_accum_forward && options_.scaling != Fp8LinearScaling::kBlock1x128;
   return runner_->Run(c, shape_, x_.data, w_.data, y, stream);
 }
 

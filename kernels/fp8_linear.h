@@ -71,7 +71,7 @@ struct Fp8LinearOptions {
   Fp8LinearScaling scaling = Fp8LinearScaling::kDelayed;
   Fp8Format grad_format = Fp8Format::kE5M2;  // dY; X and W are always E4M3
   int margin = 0;                            // kCurrent only
-  bool fast_accum_forward = true;
+  bool fast_accum_forward = true;  // ignored for 1x128 blocks (no such cuBLASLt algorithm on sm_90)
 };
 
 // The options a recipe implies. INVALID_ARGUMENT for bf16 (not an FP8 recipe),
