@@ -6,9 +6,13 @@
 #include <cstdio>
 #include <cstdlib>
 #include <cmath>
+#include <limits>
 #include <utility>
 
+#include "absl/strings/match.h"
 #include "absl/strings/str_cat.h"
+#include "core/fp8_format.h"
+#include "core/fp8_scaling.h"
 #include "core/layer_policy.h"
 #include "core/model_weights.h"
 #include "kernels/adamw.cuh"
@@ -16,6 +20,8 @@
 #include "kernels/convert.cuh"
 #include "kernels/cross_entropy.cuh"
 #include "kernels/cuda_check.h"
+#include "kernels/delayed_scaling.cuh"
+#include "kernels/fp8_step_stats.cuh"
 #include "kernels/embedding.cuh"
 #include "kernels/grad_norm.cuh"
 #include "kernels/residual.cuh"
@@ -33,6 +39,12 @@ constexpr double kH100DenseBf16Tflops = 989.0;
 
 std::string LayerPrefix(int l) { return absl::StrCat("model.layers.", l, "."); }
 std::string ActPrefix(int l) { return absl::StrCat("act.", l, "."); }
+
+// The CPU engine's checkpoint name of a delayed-scaling tensor: fp8.<layer>.<role>.
+std::string Fp8TensorName(const std::string& layer, int role) {
+  constexpr const char* kRoleNames[kFp8LinearRoles] = {"input", "weight", "grad_output"};
+  return absl::StrCat("fp8.", layer, ".", kRoleNames[role]);
+}
 
 absl::StatusOr<cudaDeviceProp> CurrentDevice() {
   int count = 0;
@@ -58,13 +70,12 @@ DeviceInfo DescribeDevice(const cudaDeviceProp& prop) {
   if (prop.major == 9 && std::string(prop.name).find("H100") != std::string::npos) {
     info.peak_bf16_tflops = kH100DenseBf16Tflops;
   }
-  info.supported_recipes = {"bf16"};
-  info.unsupported_recipes = {"delayed: FP8 recipes on the GPU are not available yet",
-                              "current: FP8 recipes on the GPU are not available yet",
-                              "rowwise: FP8 recipes on the GPU are not available yet",
-                              "blockwise: FP8 recipes on the GPU are not available yet"};
+  info.supported_recipes = {"bf16", "delayed", "current", "rowwise", "blockwise"};
+  // Entries are "<recipe name>: reason" (the daemon refuses a job by that name). blockwise with
+  // 128x128 weight blocks is an option of a supported recipe: Create and SetRecipe refuse it.
+  info.unsupported_recipes = {};
   if (prop.major >= 10) {
-    info.unsupported_recipes.push_back("mxfp8: FP8 recipes on the GPU are not available yet");
+    info.unsupported_recipes.push_back("mxfp8: not implemented on the GPU engine");
   } else {
     info.unsupported_recipes.push_back("mxfp8: needs sm_100 or newer");
   }
@@ -77,11 +88,23 @@ absl::Status CheckRecipe(const RecipeConfig& recipe, const cudaDeviceProp& prop)
         "recipe mxfp8 needs sm_100 or newer; this GPU (", prop.name, ") is sm_", prop.major,
         prop.minor));
   }
+  if (recipe.kind == RecipeKind::kMxfp8) {
+    return absl::FailedPreconditionError(
+        "recipe mxfp8 is not implemented on the GPU engine; use the cpu engine");
+  }
+  if (recipe.kind == RecipeKind::kBlockwise && recipe.weight_block == WeightBlock::k128x128) {
+    return absl::FailedPreconditionError(
+        "recipe blockwise with weight_block 128x128 is not available on the GPU: cuBLASLt's "
+        "128x128 block-scale layout is not available on Hopper here; use weight_block 1x128 "
+        "or the cpu engine");
+  }
   if (recipe.is_fp8()) {
-    return absl::FailedPreconditionError(absl::StrCat(
-        "FP8 recipes on the GPU are not available yet (recipe ",
-        std::string(RecipeKindName(recipe.kind)),
-        "); use recipe bf16 or the cpu engine"));
+    absl::StatusOr<Fp8LinearOptions> options = Fp8LinearOptionsFromRecipe(recipe);
+    if (!options.ok()) {
+      return absl::FailedPreconditionError(absl::StrCat(
+          "recipe ", std::string(RecipeKindName(recipe.kind)),
+          " is not available on the GPU: ", options.status().message()));
+    }
   }
   return absl::OkStatus();
 }
@@ -134,6 +157,9 @@ CudaEngine::CudaEngine(const ModelConfig& model, const RecipeConfig& recipe, int
 
 CudaEngine::~CudaEngine() {
   if (stream_ != nullptr) cudaStreamSynchronize(stream_);
+  ReleaseFp8();
+  fp8_gemm_.reset();
+  if (telemetry_event_ != nullptr) cudaEventDestroy(telemetry_event_);
   gemm_.reset();
   cudnn_attention_.reset();
   if (pinned_tokens_ != nullptr) cudaFreeHost(pinned_tokens_);
@@ -208,6 +234,12 @@ absl::Status CudaEngine::Init(uint64_t seed) {
   CUDA_RETURN_IF_ERROR(cudaMemsetAsync(Buf<void>("adam.m"), 0, param_count_ * 4, stream_));
   CUDA_RETURN_IF_ERROR(cudaMemsetAsync(Buf<void>("adam.v"), 0, param_count_ * 4, stream_));
   CUDA_RETURN_IF_ERROR(cudaMemsetAsync(Buf<void>("grad.f32"), 0, param_count_ * 4, stream_));
+  gemm_layers_ = GemmLayerNames(model_);
+  for (size_t i = 0; i < gemm_layers_.size(); ++i) {
+    weight_layer_[GemmLayerWeight(model_, gemm_layers_[i])] = static_cast<int>(i);
+  }
+  CUDA_RETURN_IF_ERROR(cudaEventCreateWithFlags(&telemetry_event_, cudaEventDisableTiming));
+  if (absl::Status s = SetUpFp8(); !s.ok()) return s;
   TensorMap init = InitWeights(model_, seed);
   return LoadState(init);
 }
@@ -258,6 +290,22 @@ absl::StatusOr<TensorMap> CudaEngine::SaveState() const {
   step.shape = {1};
   step.data = {static_cast<float>(adam_step_)};
   out.emplace("optim.step", std::move(step));
+  if (recipe_.kind == RecipeKind::kDelayed) {
+    // The CPU engine's names and shapes, for every GEMM layer and role.
+    std::vector<float> scales, histories;
+    if (absl::Status s = ReadFp8Scaling(&scales, &histories); !s.ok()) return s;
+    const int len = recipe_.amax_history_len;
+    for (size_t i = 0; i < gemm_layers_.size(); ++i) {
+      for (int r = 0; r < kFp8LinearRoles; ++r) {
+        const size_t t = i * kFp8LinearRoles + r;
+        const std::string base = Fp8TensorName(gemm_layers_[i], r);
+        out[base + ".scale"] = HostTensor{{1}, {scales[t]}};
+        out[base + ".amax_history"] = HostTensor{
+            {len}, std::vector<float>(histories.begin() + t * len,
+                                      histories.begin() + (t + 1) * len)};
+      }
+    }
+  }
   CUDA_RETURN_IF_ERROR(cudaStreamSynchronize(stream_));
   return out;
 }
@@ -281,7 +329,53 @@ absl::Status CudaEngine::LoadState(const TensorMap& state) {
       }
     }
   }
+  // Delayed scaling state: all of it or none (then the current state stays).
+  const bool delayed = recipe_.kind == RecipeKind::kDelayed;
+  bool has_fp8 = false;
+  if (delayed) {
+    int found = 0, expected = 0;
+    for (const std::string& layer : gemm_layers_) {
+      for (int r = 0; r < kFp8LinearRoles; ++r) {
+        const std::string base = Fp8TensorName(layer, r);
+        for (const auto& [suffix, size] :
+             {std::pair<std::string, size_t>{".scale", 1},
+              std::pair<std::string, size_t>{".amax_history",
+                                             static_cast<size_t>(recipe_.amax_history_len)}}) {
+          ++expected;
+          auto it = state.find(base + suffix);
+          if (it == state.end()) continue;
+          ++found;
+          if (it->second.data.size() != size) {
+            return absl::InvalidArgumentError(absl::StrCat(
+                "state tensor ", base, suffix, " holds ", it->second.data.size(),
+                " values; the recipe wants ", size));
+          }
+        }
+      }
+    }
+    if (found != 0 && found != expected) {
+      return absl::InvalidArgumentError(absl::StrCat(
+          "state holds ", found, " of the ", expected,
+          " fp8.* delayed-scaling tensors; expected all or none"));
+    }
+    has_fp8 = found == expected && expected > 0;
+  }
   CUDA_RETURN_IF_ERROR(cudaStreamSynchronize(stream_));
+  if (has_fp8) {
+    const int len = recipe_.amax_history_len;
+    std::vector<float> scales(gemm_layers_.size() * kFp8LinearRoles);
+    std::vector<float> histories(scales.size() * len);
+    for (size_t i = 0; i < gemm_layers_.size(); ++i) {
+      for (int r = 0; r < kFp8LinearRoles; ++r) {
+        const size_t t = i * kFp8LinearRoles + r;
+        const std::string base = Fp8TensorName(gemm_layers_[i], r);
+        scales[t] = state.at(base + ".scale").data[0];
+        const std::vector<float>& h = state.at(base + ".amax_history").data;
+        std::copy(h.begin(), h.end(), histories.begin() + t * len);
+      }
+    }
+    if (absl::Status s = WriteFp8Scaling(scales, histories); !s.ok()) return s;
+  }
   const bool has_optim = state.count("optim.step") > 0;
   for (const ParamSlot& slot : slots_) {
     // Copies go through stream_ so that the BF16 conversion below is ordered after them.
@@ -316,17 +410,289 @@ absl::Status CudaEngine::LoadState(const TensorMap& state) {
 // ---------------------------------------------------------------------------------------------
 // Recipe
 
-absl::Status CudaEngine::SetRecipe(const RecipeConfig& recipe, fp8d::v1::AmaxHandling) {
+absl::Status CudaEngine::SetRecipe(const RecipeConfig& recipe,
+                                   fp8d::v1::AmaxHandling handling) {
   absl::StatusOr<cudaDeviceProp> prop = CurrentDevice();
   if (!prop.ok()) return prop.status();
   if (absl::Status s = CheckRecipe(recipe, *prop); !s.ok()) return s;
+  // As the CPU engine: delayed -> delayed keeps the histories (resized to the new window) and
+  // recomputes each scale from them under the new recipe, unless AMAX_RESET; anything else
+  // starts from zero histories and scales of 1.
+  const bool keep = recipe_.kind == RecipeKind::kDelayed &&
+                    recipe.kind == RecipeKind::kDelayed && handling != fp8d::v1::AMAX_RESET;
+  std::vector<float> scales, histories;
+  if (keep) {
+    if (absl::Status s = ReadFp8Scaling(&scales, &histories); !s.ok()) return s;
+  }
+  CUDA_RETURN_IF_ERROR(cudaStreamSynchronize(stream_));
+  // The last step's record outlives the buffers it is read from.
+  cached_record_ = AmaxTelemetry();
+  telemetry_meta_.valid = false;
+  const int old_len = recipe_.amax_history_len;
+  const RecipeConfig old = recipe_;
   recipe_ = recipe;
+  if (absl::Status s = SetUpFp8(); !s.ok()) {
+    recipe_ = old;
+    if (absl::Status back = SetUpFp8(); back.ok() && keep) {
+      (void)WriteFp8Scaling(scales, histories);
+    }
+    return s;
+  }
+  if (keep) {
+    const int len = recipe_.amax_history_len;
+    std::vector<float> new_histories(scales.size() * len);
+    for (size_t t = 0; t < scales.size(); ++t) {
+      AmaxHistory h(len, recipe_.amax_algo);
+      h.set_window(std::vector<float>(histories.begin() + t * old_len,
+                                      histories.begin() + (t + 1) * old_len));
+      std::copy(h.window().begin(), h.window().end(), new_histories.begin() + t * len);
+      scales[t] = ComputeScale(h.Reduced(), Fp8Max(Fp8RoleFormat(t % kFp8LinearRoles)),
+                               recipe_.margin, scales[t]);
+    }
+    if (absl::Status s = WriteFp8Scaling(scales, new_histories); !s.ok()) return s;
+  }
   return absl::OkStatus();
 }
 
 LayerPlan CudaEngine::PlanLayers(int64_t step) const {
-  return PlanFp8Layers(model_, recipe_, step, int64_t{max_batch_} * max_seq_len_,
-                       /*auto_min_dim=*/0);
+  const int64_t m = int64_t{max_batch_} * max_seq_len_;
+  LayerPlan plan = PlanFp8Layers(model_, recipe_, step, m, /*auto_min_dim=*/0);
+  // The GPU's own rules (see the class comment).
+  for (size_t i = 0; i < plan.layers.size(); ++i) {
+    if (!plan.fp8[i]) continue;
+    const fp8d::GemmShape g = LayerGemmShape(model_, plan.layers[i], m);
+    if (g.m % 16 != 0 || g.n % 16 != 0 || g.k % 16 != 0 || plan.layers[i] == "lm_head" ||
+        (recipe_.policy.skip_attention_qk && absl::EndsWith(plan.layers[i], "attn.qkv"))) {
+      plan.fp8[i] = false;
+    }
+  }
+  return plan;
+}
+
+// ---------------------------------------------------------------------------------------------
+// FP8 state
+
+Fp8Format CudaEngine::Fp8RoleFormat(int role) const {
+  return role == kFp8GradOutput ? recipe_.grad_format() : recipe_.forward_format();
+}
+
+int CudaEngine::Fp8LayerOf(const std::string& weight) const {
+  auto it = weight_layer_.find(weight);
+  return it == weight_layer_.end() ? -1 : it->second;
+}
+
+void CudaEngine::ReleaseFp8() {
+  if (stream_ != nullptr) cudaStreamSynchronize(stream_);
+  fp8_linear_.clear();
+  if (fp8_buf_ != nullptr) cudaFree(fp8_buf_);
+  if (pinned_fp8_stats_ != nullptr) cudaFreeHost(pinned_fp8_stats_);
+  if (pinned_fp8_scales_used_ != nullptr) cudaFreeHost(pinned_fp8_scales_used_);
+  if (pinned_fp8_histories_ != nullptr) cudaFreeHost(pinned_fp8_histories_);
+  fp8_buf_ = nullptr;
+  fp8_bytes_ = 0;
+  pinned_fp8_stats_ = nullptr;
+  pinned_fp8_scales_used_ = nullptr;
+  pinned_fp8_histories_ = nullptr;
+  fp8_stats_ = fp8_step_stats_ = nullptr;
+  fp8_amax_ = fp8_scales_ = fp8_histories_ = fp8_max_ = nullptr;
+  fp8_active_ = nullptr;
+  fp8_m_ = 0;
+}
+
+absl::Status CudaEngine::SetUpFp8() {
+  ReleaseFp8();
+  const size_t n_layers = gemm_layers_.size();
+  pass_fp8_.assign(n_layers, false);
+  fp8_linear_.resize(n_layers);
+  fp8_ws_.assign(n_layers, nullptr);
+  fp8_ws_bytes_.assign(n_layers, 0);
+  if (!recipe_.is_fp8()) return absl::OkStatus();
+  absl::StatusOr<Fp8LinearOptions> options = Fp8LinearOptionsFromRecipe(recipe_);
+  if (!options.ok()) return absl::FailedPreconditionError(options.status().message());
+  fp8_options_ = *options;
+  if (fp8_gemm_ == nullptr) {
+    // Shares the BF16 runner's workspace: GEMMs run one after another on stream_.
+    absl::StatusOr<std::unique_ptr<Fp8GemmRunner>> runner =
+        Fp8GemmRunner::Create(Buf<void>("ws.gemm"), kGemmWorkspaceBytes);
+    if (!runner.ok()) return runner.status();
+    fp8_gemm_ = std::move(*runner);
+  }
+  const int n_t = static_cast<int>(n_layers) * kFp8LinearRoles;
+  const int len = recipe_.amax_history_len;
+  const int64_t max_m = int64_t{max_batch_} * max_seq_len_;
+  // Workspaces for every layer that runs FP8 at any step (warm-up only removes layers).
+  const LayerPlan plan = PlanLayers(std::numeric_limits<int64_t>::max());
+  size_t bytes = 0;
+  auto take = [&bytes](size_t b) {
+    const size_t at = bytes;
+    bytes += (std::max<size_t>(b, 1) + 255) / 256 * 256;
+    return at;
+  };
+  const size_t at_stats = take(n_t * sizeof(Fp8CastStats));
+  const size_t at_step = take(n_t * sizeof(Fp8CastStats));
+  const size_t at_amax = take(n_t * sizeof(float));
+  const size_t at_scales = take(n_t * sizeof(float));
+  const size_t at_hist = take(static_cast<size_t>(n_t) * len * sizeof(float));
+  const size_t at_max = take(n_t * sizeof(float));
+  const size_t at_active = take(n_t);
+  std::vector<size_t> at_ws(n_layers, 0);
+  for (size_t i = 0; i < n_layers; ++i) {
+    if (!plan.fp8[i]) continue;
+    const fp8d::GemmShape g = LayerGemmShape(model_, gemm_layers_[i], max_m);
+    fp8_ws_bytes_[i] = Fp8Linear::WorkspaceBytes(GemmShape{max_m, g.n, g.k}, fp8_options_);
+    at_ws[i] = take(fp8_ws_bytes_[i]);
+  }
+  if (cudaMalloc(&fp8_buf_, bytes) != cudaSuccess) {
+    (void)cudaGetLastError();
+    fp8_buf_ = nullptr;
+    return absl::ResourceExhaustedError(absl::StrCat(
+        "the FP8 state of recipe ", std::string(RecipeKindName(recipe_.kind)), " needs ", bytes,
+        " bytes of GPU memory that are not free"));
+  }
+  fp8_bytes_ = bytes;
+  char* base = static_cast<char*>(fp8_buf_);
+  fp8_stats_ = reinterpret_cast<Fp8CastStats*>(base + at_stats);
+  fp8_step_stats_ = reinterpret_cast<Fp8CastStats*>(base + at_step);
+  fp8_amax_ = reinterpret_cast<float*>(base + at_amax);
+  fp8_scales_ = reinterpret_cast<float*>(base + at_scales);
+  fp8_histories_ = reinterpret_cast<float*>(base + at_hist);
+  fp8_max_ = reinterpret_cast<float*>(base + at_max);
+  fp8_active_ = reinterpret_cast<uint8_t*>(base + at_active);
+  for (size_t i = 0; i < n_layers; ++i) {
+    if (plan.fp8[i]) fp8_ws_[i] = base + at_ws[i];
+  }
+  CUDA_RETURN_IF_ERROR(cudaMemsetAsync(fp8_buf_, 0, at_max, stream_));
+  std::vector<float> fp8_max(n_t);
+  for (int t = 0; t < n_t; ++t) fp8_max[t] = Fp8Max(Fp8RoleFormat(t % kFp8LinearRoles));
+  CUDA_RETURN_IF_ERROR(cudaMemcpyAsync(fp8_max_, fp8_max.data(), n_t * sizeof(float),
+                                       cudaMemcpyHostToDevice, stream_));
+  CUDA_RETURN_IF_ERROR(cudaMallocHost(reinterpret_cast<void**>(&pinned_fp8_stats_),
+                                      n_t * sizeof(Fp8CastStats)));
+  CUDA_RETURN_IF_ERROR(
+      cudaMallocHost(reinterpret_cast<void**>(&pinned_fp8_scales_used_), n_t * sizeof(float)));
+  const size_t history_floats = std::max<size_t>(static_cast<size_t>(n_t) * len, 1);
+  CUDA_RETURN_IF_ERROR(cudaMallocHost(reinterpret_cast<void**>(&pinned_fp8_histories_),
+                                      history_floats * sizeof(float)));
+  // Scales of 1.0, zero histories.
+  return WriteFp8Scaling(std::vector<float>(n_t, 1.f),
+                         std::vector<float>(static_cast<size_t>(n_t) * len, 0.f));
+}
+
+absl::Status CudaEngine::ReadFp8Scaling(std::vector<float>* scales,
+                                        std::vector<float>* histories) const {
+  const size_t n_t = gemm_layers_.size() * kFp8LinearRoles;
+  const size_t len = recipe_.kind == RecipeKind::kDelayed ? recipe_.amax_history_len : 0;
+  scales->assign(n_t, 1.f);
+  histories->assign(n_t * len, 0.f);
+  if (fp8_scales_ == nullptr) return absl::OkStatus();
+  CUDA_RETURN_IF_ERROR(cudaStreamSynchronize(stream_));
+  CUDA_RETURN_IF_ERROR(
+      cudaMemcpy(scales->data(), fp8_scales_, n_t * sizeof(float), cudaMemcpyDeviceToHost));
+  if (len > 0) {
+    CUDA_RETURN_IF_ERROR(cudaMemcpy(histories->data(), fp8_histories_, n_t * len * sizeof(float),
+                                    cudaMemcpyDeviceToHost));
+  }
+  return absl::OkStatus();
+}
+
+absl::Status CudaEngine::WriteFp8Scaling(const std::vector<float>& scales,
+                                         const std::vector<float>& histories) {
+  if (fp8_scales_ == nullptr) return absl::OkStatus();
+  CUDA_RETURN_IF_ERROR(cudaStreamSynchronize(stream_));
+  CUDA_RETURN_IF_ERROR(cudaMemcpy(fp8_scales_, scales.data(), scales.size() * sizeof(float),
+                                  cudaMemcpyHostToDevice));
+  if (!histories.empty()) {
+    CUDA_RETURN_IF_ERROR(cudaMemcpy(fp8_histories_, histories.data(),
+                                    histories.size() * sizeof(float), cudaMemcpyHostToDevice));
+  }
+  return absl::OkStatus();
+}
+
+absl::Status CudaEngine::BeginFp8Pass(const std::vector<bool>& fp8, int64_t m,
+                                      bool cast_weights) {
+  pass_fp8_ = fp8;
+  bool any = false;
+  for (size_t i = 0; i < pass_fp8_.size(); ++i) {
+    if (pass_fp8_[i] && fp8_ws_[i] == nullptr) pass_fp8_[i] = false;
+    any = any || pass_fp8_[i];
+  }
+  if (!any) return absl::OkStatus();
+  bool rebuilt = false;
+  if (m != fp8_m_) {
+    // Fp8Linear holds its shape; a new token count re-carves the same workspaces (sized for
+    // the largest batch) and the weights are cast again.
+    for (size_t i = 0; i < gemm_layers_.size(); ++i) {
+      fp8_linear_[i].reset();
+      if (fp8_ws_[i] == nullptr) continue;
+      const fp8d::GemmShape g = LayerGemmShape(model_, gemm_layers_[i], m);
+      const int t = static_cast<int>(i) * kFp8LinearRoles;
+      Fp8LinearScales scales{fp8_scales_ + t + kFp8Input, fp8_scales_ + t + kFp8Weight,
+                             fp8_scales_ + t + kFp8GradOutput};
+      absl::StatusOr<Fp8Linear> layer =
+          Fp8Linear::Create(fp8_gemm_.get(), GemmShape{m, g.n, g.k}, fp8_options_, scales,
+                            fp8_ws_[i], fp8_ws_bytes_[i], fp8_stats_ + t);
+      if (!layer.ok()) {
+        fp8_m_ = 0;
+        return layer.status();
+      }
+      fp8_linear_[i] = std::make_unique<Fp8Linear>(std::move(*layer));
+    }
+    fp8_m_ = m;
+    rebuilt = true;
+  }
+  if (cast_weights || rebuilt) {
+    for (size_t i = 0; i < gemm_layers_.size(); ++i) {
+      if (!pass_fp8_[i]) continue;
+      fp8_linear_[i]->CastWeights(ParamF32(GemmLayerWeight(model_, gemm_layers_[i])), stream_);
+    }
+  }
+  return absl::OkStatus();
+}
+
+fp8d::v1::AmaxRecord CudaEngine::AmaxTelemetry() const {
+  if (!telemetry_meta_.valid) return cached_record_;
+  const TelemetryMeta& meta = telemetry_meta_;
+  fp8d::v1::AmaxRecord record;
+  record.set_step(meta.step + 1);
+  bool any = false;
+  for (bool b : meta.fp8) any = any || b;
+  if (!any) return record;
+  if (cudaEventSynchronize(telemetry_event_) != cudaSuccess) return record;
+  constexpr fp8d::v1::TensorRole kRoleProtos[kFp8LinearRoles] = {
+      fp8d::v1::INPUT, fp8d::v1::WEIGHT, fp8d::v1::GRAD_OUTPUT};
+  const int len = meta.recipe.amax_history_len;
+  for (size_t i = 0; i < meta.fp8.size(); ++i) {
+    if (!meta.fp8[i]) continue;
+    const fp8d::GemmShape g = LayerGemmShape(model_, gemm_layers_[i], 1);
+    const int64_t counts[kFp8LinearRoles] = {meta.tokens * g.k, g.n * g.k * meta.micro_batches,
+                                             meta.tokens * g.n};
+    for (int r = 0; r < kFp8LinearRoles; ++r) {
+      const int t = static_cast<int>(i) * kFp8LinearRoles + r;
+      const Fp8CastStats& st = pinned_fp8_stats_[t];
+      const Fp8Format format =
+          r == kFp8GradOutput ? meta.recipe.grad_format() : meta.recipe.forward_format();
+      fp8d::v1::TensorAmax* out = record.add_tensors();
+      out->set_layer(gemm_layers_[i]);
+      out->set_role(kRoleProtos[r]);
+      out->set_amax(st.amax);
+      out->set_frac_saturated(counts[r] > 0 ? float(st.saturated) / counts[r] : 0.f);
+      out->set_frac_underflow(st.nonzero > 0 ? float(st.underflow) / st.nonzero : 0.f);
+      out->set_format(std::string(Fp8FormatName(format)));
+      switch (meta.recipe.kind) {
+        case RecipeKind::kDelayed:
+          out->set_scale(pinned_fp8_scales_used_[t]);  // the scale the step quantized with
+          for (int h = 0; h < len; ++h) out->add_history(pinned_fp8_histories_[t * len + h]);
+          break;
+        case RecipeKind::kCurrent:
+          out->set_scale(ComputeScale(st.amax, Fp8Max(format), meta.recipe.margin, 1.f));
+          break;
+        default:
+          out->set_scale(0.f);  // a scale per row or block
+          break;
+      }
+    }
+  }
+  return record;
 }
 
 // ---------------------------------------------------------------------------------------------
@@ -374,6 +740,10 @@ absl::Status CudaEngine::UploadTokens(const TokenBatch& b) {
 
 absl::Status CudaEngine::Linear(const void* x, int64_t rows, const std::string& weight, void* y,
                                 int64_t out_features, int64_t in_features) {
+  if (const int layer = Fp8LayerOf(weight); layer >= 0 && pass_fp8_[layer]) {
+    return fp8_linear_[layer]->Forward(static_cast<const bf16*>(x), static_cast<bf16*>(y),
+                                       stream_, pass_for_backward_);
+  }
   GemmConfig c;
   c.trans_b = true;
   return gemm_->Run(c, {rows, out_features, in_features}, x, ParamBf16(weight), y, stream_);
@@ -382,6 +752,11 @@ absl::Status CudaEngine::Linear(const void* x, int64_t rows, const std::string& 
 absl::Status CudaEngine::LinearBackward(const void* dy, const void* x, int64_t rows,
                                         const std::string& weight, void* dx,
                                         int64_t out_features, int64_t in_features) {
+  if (const int layer = Fp8LayerOf(weight); layer >= 0 && pass_fp8_[layer]) {
+    return fp8_linear_[layer]->Backward(static_cast<const bf16*>(dy),
+                                        static_cast<const bf16*>(x), static_cast<bf16*>(dx),
+                                        Grad(weight), stream_);
+  }
   if (dx != nullptr) {
     GemmConfig c;
     if (absl::Status s = gemm_->Run(c, {rows, in_features, out_features}, dy, ParamBf16(weight),
@@ -608,18 +983,88 @@ absl::StatusOr<StepResult> CudaEngine::TrainStep(absl::Span<const TokenBatch> mi
         !s.ok())
       return s;
   }
+  const LayerPlan plan = PlanLayers(args.step);
+  const bool any_fp8 = plan.fp8_count() > 0;
+  const int n_t = static_cast<int>(gemm_layers_.size()) * kFp8LinearRoles;
+  if (any_fp8) {
+    for (size_t i = 0; i < micro_batches.size(); ++i) {
+      const int64_t tokens = int64_t{micro_batches[i].batch} * micro_batches[i].seq_len;
+      if (tokens % 16 != 0) {
+        return absl::InvalidArgumentError(absl::StrCat(
+            "micro_batches[", i, "] holds ", tokens,
+            " tokens (batch x seq_len); FP8 layers need a multiple of 16"));
+      }
+    }
+  }
+  next_step_ = args.step + 1;
   CUDA_RETURN_IF_ERROR(
       cudaMemsetAsync(Buf<void>("grad.f32"), 0, param_count_ * sizeof(float), stream_));
+  int64_t step_tokens = 0;
+  if (any_fp8) {
+    // The step's stats start empty; only the tensors of FP8 layers merge into them.
+    CUDA_RETURN_IF_ERROR(
+        cudaMemsetAsync(fp8_step_stats_, 0, n_t * sizeof(Fp8CastStats), stream_));
+    CUDA_RETURN_IF_ERROR(cudaMemsetAsync(fp8_amax_, 0, n_t * sizeof(float), stream_));
+    std::vector<uint8_t> active(n_t, 0);
+    for (size_t i = 0; i < plan.fp8.size(); ++i) {
+      for (int r = 0; r < kFp8LinearRoles; ++r) active[i * kFp8LinearRoles + r] = plan.fp8[i];
+    }
+    // Pageable source: the copy has taken the bytes when it returns.
+    CUDA_RETURN_IF_ERROR(cudaMemcpyAsync(fp8_active_, active.data(), n_t,
+                                         cudaMemcpyHostToDevice, stream_));
+  }
+  // After the step (applied or skipped, as on the CPU engine): the delayed update, then the
+  // telemetry copies into pinned memory, read by AmaxTelemetry without stalling the step.
+  auto end_fp8 = [&]() -> absl::Status {
+    telemetry_meta_.valid = true;
+    telemetry_meta_.step = args.step;
+    telemetry_meta_.recipe = recipe_;
+    telemetry_meta_.fp8 = plan.fp8;
+    telemetry_meta_.tokens = step_tokens;
+    telemetry_meta_.micro_batches = static_cast<int64_t>(micro_batches.size());
+    if (!any_fp8) return absl::OkStatus();
+    CUDA_RETURN_IF_ERROR(cudaMemcpyAsync(pinned_fp8_scales_used_, fp8_scales_,
+                                         n_t * sizeof(float), cudaMemcpyDeviceToHost, stream_));
+    if (recipe_.kind == RecipeKind::kDelayed) {
+      // One launch for all tensors. Those of layers that ran BF16 this step push an amax of 0
+      // where the CPU engine leaves them alone; no update runs before the first FP8 step and
+      // the set of FP8 layers is fixed after it, so the two differ only when a delayed ->
+      // delayed switch with AMAX_KEEP changes which layers run FP8.
+      DelayedScalingUpdate(fp8_amax_, fp8_histories_, recipe_.amax_history_len, fp8_max_, n_t,
+                           recipe_.amax_algo, recipe_.margin, fp8_scales_, nullptr, stream_);
+      if (recipe_.amax_history_len > 0) {
+        CUDA_RETURN_IF_ERROR(cudaMemcpyAsync(
+            pinned_fp8_histories_, fp8_histories_,
+            static_cast<size_t>(n_t) * recipe_.amax_history_len * sizeof(float),
+            cudaMemcpyDeviceToHost, stream_));
+      }
+    }
+    CUDA_RETURN_IF_ERROR(cudaMemcpyAsync(pinned_fp8_stats_, fp8_step_stats_,
+                                         n_t * sizeof(Fp8CastStats), cudaMemcpyDeviceToHost,
+                                         stream_));
+    CUDA_RETURN_IF_ERROR(cudaEventRecord(telemetry_event_, stream_));
+    return absl::OkStatus();
+  };
   // As on the CPU engine: each micro-batch's mean loss is weighted by 1 / (micro-batches), so
   // gradients and the reported loss are means over micro-batches.
   const float dloss = 1.f / static_cast<float>(micro_batches.size());
   float loss = 0.f;
+  bool first = true;
   for (const TokenBatch& b : micro_batches) {
     const BatchShape shape{b.batch, b.seq_len};
     if (absl::Status s = UploadTokens(b); !s.ok()) return s;
+    pass_for_backward_ = true;
+    // The weights are cast once per step (again only if the token count changes).
+    if (absl::Status s = BeginFp8Pass(plan.fp8, shape.tokens(), /*cast_weights=*/first); !s.ok())
+      return s;
+    first = false;
     if (absl::Status s = Forward(shape); !s.ok()) return s;
     if (absl::Status s = LmHeadAndLoss(shape, dloss, /*backward=*/true); !s.ok()) return s;
     if (absl::Status s = Backward(shape); !s.ok()) return s;
+    if (any_fp8) {
+      MergeFp8StepStats(fp8_step_stats_, fp8_stats_, fp8_active_, fp8_amax_, n_t, stream_);
+      step_tokens += shape.tokens();
+    }
     absl::StatusOr<float> mean = ReadMeanLoss(shape.tokens());
     if (!mean.ok()) return mean.status();
     loss += *mean * dloss;
@@ -641,6 +1086,7 @@ absl::StatusOr<StepResult> CudaEngine::TrainStep(absl::Span<const TokenBatch> mi
   result.grad_norm = pinned_scalars_[0];
   if (!std::isfinite(result.loss) || !std::isfinite(result.grad_norm)) {
     result.skipped = true;
+    if (absl::Status s = end_fp8(); !s.ok()) return s;
     return result;
   }
   ++adam_step_;
@@ -657,6 +1103,7 @@ absl::StatusOr<StepResult> CudaEngine::TrainStep(absl::Span<const TokenBatch> mi
                 Buf<float>("adam.v") + slot.offset, Buf<float>("grad.f32") + slot.offset,
                 slot.numel, a, clip);
   }
+  if (absl::Status s = end_fp8(); !s.ok()) return s;
   CUDA_RETURN_IF_ERROR(cudaGetLastError());
   return result;
 }
@@ -665,6 +1112,13 @@ absl::StatusOr<float> CudaEngine::EvalLoss(const TokenBatch& batch) {
   if (absl::Status s = ValidateBatch(batch, "batch"); !s.ok()) return s;
   const BatchShape shape{batch.batch, batch.seq_len};
   if (absl::Status s = UploadTokens(batch); !s.ok()) return s;
+  // The plan of the next training step, as the CPU engine; a token count FP8 cannot take runs
+  // BF16 throughout.
+  std::vector<bool> fp8 = PlanLayers(next_step_).fp8;
+  if (shape.tokens() % 16 != 0) fp8.assign(fp8.size(), false);
+  pass_for_backward_ = false;
+  if (absl::Status s = BeginFp8Pass(fp8, shape.tokens(), /*cast_weights=*/true); !s.ok())
+    return s;
   if (absl::Status s = Forward(shape); !s.ok()) return s;
   if (absl::Status s = LmHeadAndLoss(shape, 1.f, /*backward=*/false); !s.ok()) return s;
   return ReadMeanLoss(shape.tokens());

@@ -27,7 +27,10 @@
 #include "core/recipe_config.h"
 #include "kernels/attention_cudnn.h"
 #include "kernels/attention_reference.cuh"
+#include "kernels/fp8_cast.cuh"
+#include "kernels/fp8_linear.h"
 #include "kernels/gemm.h"
+#include "kernels/gemm_fp8.h"
 #include "kernels/memory_plan.h"
 
 namespace fp8d::kernels {
@@ -47,9 +50,25 @@ struct CudaEngineOptions {
 
 class CudaEngine : public Engine {
  public:
-  // Starts from InitWeights(model, seed). FAILED_PRECONDITION without a GPU or for an FP8 recipe
-  // (not yet available on the GPU; mxfp8 needs sm_100 or newer); RESOURCE_EXHAUSTED when the
-  // memory plan for max_batch x max_seq_len does not fit the free GPU memory.
+  // Starts from InitWeights(model, seed). FAILED_PRECONDITION without a GPU, for mxfp8 (needs
+  // sm_100 or newer) and for blockwise with 128x128 weight blocks (not available on Hopper
+  // here); RESOURCE_EXHAUSTED when the memory plan for max_batch x max_seq_len does not fit the
+  // free GPU memory.
+  //
+  // FP8 (delayed, current, rowwise, blockwise with 1x128 weight blocks): every GEMM layer the
+  // plan marks FP8 runs through its own Fp8Linear (kernels/fp8_linear.h); the others run BF16.
+  // On top of PlanFp8Layers the GPU plan keeps a layer BF16 when
+  //  - n, k or the planned tokens per micro-batch (max_batch x max_seq_len) is not a multiple
+  //    of 16 (Fp8Linear's requirement: each is one GEMM's contraction dimension);
+  //  - it is the LM head (it runs in row chunks; a per-tensor scale over chunks is not
+  //    implemented);
+  //  - it is attn.qkv under skip_attention_qk (the CPU engine keeps only the Q and K output
+  //    rows in FP32 and quantizes the V rows; Fp8Linear has no such split, so the whole layer
+  //    stays BF16 here).
+  // With FP8 layers planned, every training micro-batch must hold a multiple of 16 tokens
+  // (INVALID_ARGUMENT otherwise); an evaluation batch that does not runs all layers BF16.
+  // The FP8 state (per-layer stats, delayed scales and amax histories, the layers' workspaces)
+  // is one device allocation made at creation and at SetRecipe; a step allocates nothing.
   static absl::StatusOr<std::unique_ptr<CudaEngine>> Create(const ModelConfig& model,
                                                             const RecipeConfig& recipe,
                                                             uint64_t seed, int max_batch,
@@ -68,11 +87,16 @@ class CudaEngine : public Engine {
   absl::Status SetRecipe(const RecipeConfig& recipe, fp8d::v1::AmaxHandling handling) override;
   const RecipeConfig& recipe() const override { return recipe_; }
   LayerPlan PlanLayers(int64_t step) const override;
-  fp8d::v1::AmaxRecord AmaxTelemetry() const override { return {}; }
+  // Built from the pinned copy of the last step's FP8 statistics, which the step queued after
+  // its update; waits only for that copy.
+  fp8d::v1::AmaxRecord AmaxTelemetry() const override;
   absl::StatusOr<TensorMap> SaveState() const override;
   absl::Status LoadState(const TensorMap& state) override;
   // The slab: parameters, gradients, optimizer state, activations and workspaces.
-  int64_t MemoryBytes() const override { return static_cast<int64_t>(plan_.slab_bytes()); }
+  // (Plus the FP8 state allocation under an FP8 recipe.)
+  int64_t MemoryBytes() const override {
+    return static_cast<int64_t>(plan_.slab_bytes() + fp8_bytes_);
+  }
 
   const MemoryPlan& memory_plan() const { return plan_; }
   AttentionBackend attention_backend() const { return attention_backend_; }
@@ -114,6 +138,19 @@ class CudaEngine : public Engine {
   static constexpr int kMeanLossSlot = 0, kGradNormSlot = 1, kClipSlot = 2;
   float* ScalarSlot(int slot) const;
 
+  // FP8: (re)builds the FP8 state for recipe_ (one allocation, default scaling state).
+  absl::Status SetUpFp8();
+  void ReleaseFp8();
+  // Which layers may run FP8 at `step` (PlanLayers plus nothing: the GPU rules are in it).
+  // Prepares the pass: layers with this pass's m, weights cast when `cast_weights` or rebuilt.
+  absl::Status BeginFp8Pass(const std::vector<bool>& fp8, int64_t m, bool cast_weights);
+  // Host copies of the delayed scales [layers*3] and histories [layers*3, len].
+  absl::Status ReadFp8Scaling(std::vector<float>* scales, std::vector<float>* histories) const;
+  absl::Status WriteFp8Scaling(const std::vector<float>& scales,
+                               const std::vector<float>& histories);
+  int Fp8LayerOf(const std::string& weight) const;
+  Fp8Format Fp8RoleFormat(int role) const;
+
   const ParamSlot& Slot(const std::string& name) const;
   float* ParamF32(const std::string& name) const;
   void* ParamBf16(const std::string& name) const;
@@ -147,6 +184,44 @@ class CudaEngine : public Engine {
   bool reported_attention_fallback_ = false;
   int32_t* pinned_tokens_ = nullptr;  // [2, max tokens]: inputs then targets
   float* pinned_scalars_ = nullptr;   // [16]
+
+  // FP8 state. Tensors are indexed layer * 3 + role (kFp8Input, kFp8Weight, kFp8GradOutput),
+  // layers as GemmLayerNames.
+  std::vector<std::string> gemm_layers_;
+  std::map<std::string, int> weight_layer_;  // weight name -> layer index
+  std::unique_ptr<Fp8GemmRunner> fp8_gemm_;
+  Fp8LinearOptions fp8_options_;
+  void* fp8_buf_ = nullptr;
+  size_t fp8_bytes_ = 0;
+  Fp8CastStats* fp8_stats_ = nullptr;       // written by each Fp8Linear call
+  Fp8CastStats* fp8_step_stats_ = nullptr;  // merged over the step's micro-batches
+  float* fp8_amax_ = nullptr;               // the step's amaxes (delayed update input)
+  float* fp8_scales_ = nullptr;             // delayed scales
+  float* fp8_histories_ = nullptr;          // delayed amax histories
+  float* fp8_max_ = nullptr;                // per tensor fp8 max
+  uint8_t* fp8_active_ = nullptr;           // per tensor: its layer runs FP8 this step
+  std::vector<void*> fp8_ws_;               // per layer, null when never FP8
+  std::vector<size_t> fp8_ws_bytes_;
+  std::vector<std::unique_ptr<Fp8Linear>> fp8_linear_;  // per layer, built for fp8_m_
+  int64_t fp8_m_ = 0;
+  std::vector<bool> pass_fp8_;  // layers running FP8 in the pass in progress
+  bool pass_for_backward_ = false;
+  // Telemetry: pinned copies queued after each step, and what the host needs to read them.
+  Fp8CastStats* pinned_fp8_stats_ = nullptr;
+  float* pinned_fp8_scales_used_ = nullptr;
+  float* pinned_fp8_histories_ = nullptr;
+  cudaEvent_t telemetry_event_ = nullptr;
+  struct TelemetryMeta {
+    bool valid = false;
+    int64_t step = 0;
+    RecipeConfig recipe;
+    std::vector<bool> fp8;
+    int64_t tokens = 0;        // summed over the micro-batches
+    int64_t micro_batches = 0;
+  };
+  TelemetryMeta telemetry_meta_;
+  fp8d::v1::AmaxRecord cached_record_;  // the last step's record once its buffers are gone
+  int64_t next_step_ = 0;               // last TrainStep's args.step + 1 (EvalLoss's plan)
 };
 
 }  // namespace fp8d::kernels
