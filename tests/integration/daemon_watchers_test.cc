@@ -4,6 +4,7 @@
 #include <atomic>
 #include <thread>
 
+#include "absl/strings/str_cat.h"
 #include "gtest/gtest.h"
 #include "tests/integration/daemon_harness.h"
 
@@ -96,22 +97,34 @@ std::string RunJob(DaemonFixture& f, const std::string& name, bool with_watchers
 
 TEST(DaemonWatchers, TwentyFollowersKeepTheTrainingRate) {
   auto f = StartDaemonWithCorpus("watchers");
-  std::atomic<int64_t> seen{0};
-  const std::string alone = RunJob(f, "alone", false, &seen);
-  const std::string watched = RunJob(f, "watched", true, &seen);
-  // Each follower saw the whole job (replay + follow): at least one record per step each.
-  EXPECT_GE(seen.load(), int64_t{kWatchers} * (kSteps - 1));
-
-  const double rate_alone = StepsPerSecond(*f.client, alone);
-  const double rate_watched = StepsPerSecond(*f.client, watched);
-  const double ms_alone = MedianStepMs(*f.client, alone);
-  const double ms_watched = MedianStepMs(*f.client, watched);
-  RecordProperty("steps_per_sec_alone", std::to_string(rate_alone));
-  RecordProperty("steps_per_sec_watched", std::to_string(rate_watched));
-  ASSERT_GT(rate_alone, 0);
-  EXPECT_GE(rate_watched / rate_alone, kMinRateRatio)
-      << "alone " << rate_alone << " steps/s (median " << ms_alone << " ms), with " << kWatchers
-      << " watchers " << rate_watched << " steps/s (median " << ms_watched << " ms)";
+  // Two rounds of (alone, watched), comparing the best rate of each: on a small shared machine a
+  // burst of unrelated load (another test, a compiler) can halve one job's rate, while a daemon
+  // that blocks training on its clients slows every watched run.
+  constexpr int kRounds = 2;
+  double best_alone = 0, best_watched = 0, ms_alone = 0, ms_watched = 0;
+  for (int round = 0; round < kRounds; ++round) {
+    std::atomic<int64_t> seen{0};
+    const std::string alone = RunJob(f, absl::StrCat("alone-", round), false, &seen);
+    const std::string watched = RunJob(f, absl::StrCat("watched-", round), true, &seen);
+    // Each follower saw the whole job (replay + follow): at least one record per step each.
+    EXPECT_GE(seen.load(), int64_t{kWatchers} * (kSteps - 1));
+    const double rate_alone = StepsPerSecond(*f.client, alone);
+    const double rate_watched = StepsPerSecond(*f.client, watched);
+    if (rate_alone > best_alone) {
+      best_alone = rate_alone;
+      ms_alone = MedianStepMs(*f.client, alone);
+    }
+    if (rate_watched > best_watched) {
+      best_watched = rate_watched;
+      ms_watched = MedianStepMs(*f.client, watched);
+    }
+  }
+  RecordProperty("steps_per_sec_alone", std::to_string(best_alone));
+  RecordProperty("steps_per_sec_watched", std::to_string(best_watched));
+  ASSERT_GT(best_alone, 0);
+  EXPECT_GE(best_watched / best_alone, kMinRateRatio)
+      << "best alone " << best_alone << " steps/s (median " << ms_alone << " ms), best with "
+      << kWatchers << " watchers " << best_watched << " steps/s (median " << ms_watched << " ms)";
 }
 
 }  // namespace
