@@ -1,35 +1,60 @@
-// fp8d-gemm-bench: FP8 against BF16 GEMM throughput through cuBLASLt at the Linear shapes of the
-// 124m and 1b models (forward, Y[tokens, out] = X[tokens, in] · W[out, in]^T, TN layout).
+// fp8d-gemm-bench: FP8 against BF16 through cuBLASLt, in two modes.
 //
-// Per shape it prints the time and TFLOP/s of
+// Default: GEMM throughput at the Linear shapes of the 124m and 1b models (forward,
+// Y[tokens, out] = X[tokens, in] · W[out, in]^T, TN layout). Per shape it prints the time and
+// TFLOP/s of
 //   bf16       GemmRunner, BF16 in and out (the engine's BF16 path)
 //   fp8        Fp8GemmRunner, E4M3 x E4M3 -> BF16, per-tensor scales, fast accumulation
 //   fp8-split  the same without fast accumulation (what dgrad/wgrad use)
 //   fp8-1x128  1x128 blockwise scales (VEC128_32F), no fast accumulation
-// and the speed-up of fp8 over bf16. Shapes whose FP8 GEMM is not faster are the ones a per-layer
-// policy should keep in BF16.
+// and the speed-up of fp8 over bf16.
 //
-//   fp8d-gemm-bench                   # both models at 16384 tokens
+// --linear-sweep: one Linear layer's whole training work per step, as the CUDA engine runs it,
+// over a grid of sizes, and from it each recipe's automatic minimum GEMM size (the table in
+// core/fp8_gemm_threshold.cc, recorded in tests/bench/RESULTS.md):
+//   bf16   forward (BF16 out), dgrad (BF16 out) and wgrad accumulated into FP32, through
+//          GemmRunner with kernels/cuda_engine.cc's Linear/LinearBackward configs;
+//   fp8    Fp8Linear::CastWeights from the FP32 master (once per step, as the engine does),
+//          Forward and Backward, with the options the delayed, current, rowwise and blockwise
+//          (1x128) recipes imply (Fp8LinearOptionsFromRecipe of the default recipe).
+// Shapes: m tokens in {2048, 8192, 16384}; (n, k) = (d, d), (d, 4d) and (4d, d) for d in
+// kMinGemmDimGrid. Not counted on either side: the optimizer's BF16 weight copy (written for
+// every layer whatever its precision) and the once-per-step delayed-scaling update (one launch
+// for all layers).
+//
+//   fp8d-gemm-bench                   # GEMM table, both models at 16384 tokens
 //   fp8d-gemm-bench --tokens 4096 --iters 100
+//   fp8d-gemm-bench --linear-sweep    # sized to take well under 2 minutes on an H100
 #include <cuda_bf16.h>
 #include <cuda_runtime.h>
 
 #include <algorithm>
+#include <cmath>
 #include <cstdint>
 #include <cstdio>
 #include <cstdlib>
 #include <cstring>
+#include <functional>
 #include <string>
 #include <vector>
 
+#include "absl/status/statusor.h"
+#include "core/fp8_gemm_threshold.h"
+#include "core/recipe_config.h"
+#include "fp8d/v1/recipe.pb.h"
 #include "kernels/fp8_cast.cuh"
+#include "kernels/fp8_linear.h"
 #include "kernels/gemm.h"
 #include "kernels/gemm_fp8.h"
 
 namespace {
 
+using fp8d::kernels::Fp8CastStats;
 using fp8d::kernels::Fp8GemmConfig;
 using fp8d::kernels::Fp8GemmRunner;
+using fp8d::kernels::Fp8Linear;
+using fp8d::kernels::Fp8LinearOptions;
+using fp8d::kernels::Fp8LinearScales;
 using fp8d::kernels::Fp8ScaleMode;
 using fp8d::kernels::GemmConfig;
 using fp8d::kernels::GemmRunner;
@@ -80,26 +105,13 @@ void Die(const absl::Status& st) {
   std::exit(1);
 }
 
-}  // namespace
+void OrDie(const absl::Status& st) {
+  if (!st.ok()) Die(st);
+}
 
-int main(int argc, char** argv) {
-  int64_t tokens = 16384;
-  int iters = 50, warmup = 10;
-  for (int i = 1; i < argc; ++i) {
-    const std::string arg = argv[i];
-    if (arg == "--tokens" && i + 1 < argc) {
-      tokens = std::atoll(argv[++i]);
-    } else if (arg == "--iters" && i + 1 < argc) {
-      iters = std::atoi(argv[++i]);
-    } else {
-      std::fprintf(stderr, "usage: fp8d-gemm-bench [--tokens N] [--iters N]\n");
-      return 2;
-    }
-  }
-  if (tokens <= 0 || tokens % 16 != 0 || iters <= 0) {
-    std::fprintf(stderr, "--tokens must be a positive multiple of 16, --iters positive\n");
-    return 2;
-  }
+// The forward GEMM alone at the model shapes (the default mode).
+int RunGemmTable(int64_t tokens, int iters) {
+  const int warmup = 10;
   cudaDeviceProp prop{};
   Check(cudaGetDeviceProperties(&prop, 0), "cudaGetDeviceProperties");
 
@@ -175,4 +187,321 @@ int main(int argc, char** argv) {
   }
   Check(cudaDeviceSynchronize(), "cudaDeviceSynchronize");
   return 0;
+}
+
+// ---------------------------------------------------------------------------------------------
+// --linear-sweep
+
+// What each measurement times, per iteration: one optimizer step of one Linear layer with one
+// micro-batch. Each (shape, variant) runs kSweepWarmup untimed steps (plans, clocks), then
+// kSweepBatches timed batches of steps, interleaved across the variants so drift in clocks hits
+// all of them alike; a variant's time is the median batch's mean. A batch has enough steps to
+// last about kSweepBatchMs (at least kSweepMinSteps).
+constexpr int kSweepWarmup = 3;
+constexpr int kSweepBatches = 5;
+constexpr double kSweepBatchMs = 10.0;
+constexpr int kSweepMinSteps = 3;
+constexpr int kSweepMaxSteps = 200;
+constexpr int64_t kSweepTokens[] = {2048, 8192, 16384};
+// (n, k) = (a * d, b * d): square (attention projections), d out of 4d in (like mlp.down) and
+// 4d out of d in (like mlp.gate_up).
+constexpr int kSweepAspects[][2] = {{1, 1}, {1, 4}, {4, 1}};
+// FP8 at least this fast relative to BF16 counts as "not slower".
+constexpr double kSweepMinSpeedup = 1.0;
+
+struct SweepScaling {
+  const char* name;    // the Fp8LinearScaling, as printed
+  const char* recipe;  // the recipe whose default options give it
+};
+constexpr SweepScaling kSweepScalings[] = {
+    {"delayed", "delayed"}, {"current", "current"}, {"rowwise", "rowwise"}, {"1x128", "blockwise"}};
+constexpr int kSweepScalingCount = sizeof(kSweepScalings) / sizeof(kSweepScalings[0]);
+
+struct SweepRow {
+  GemmShape shape;  // m tokens, n out features, k in features
+  double bf16_ms = 0;
+  double fp8_ms[kSweepScalingCount] = {};
+  int64_t min_dim() const { return std::min({shape.m, shape.n, shape.k}); }
+  double speedup(int s) const { return bf16_ms / fp8_ms[s]; }
+};
+
+// Fills `bytes` of device memory by tiling a device-resident pattern.
+void Tile(void* dst, size_t bytes, const void* pattern, size_t pattern_bytes) {
+  for (size_t off = 0; off < bytes; off += pattern_bytes) {
+    Check(cudaMemcpy(static_cast<char*>(dst) + off, pattern, std::min(pattern_bytes, bytes - off),
+                     cudaMemcpyDeviceToDevice),
+          "cudaMemcpy");
+  }
+}
+
+// Uniform values in [-1, 1) as FP32, and as BF16 (the FP32 bits' upper half), from a fixed LCG:
+// random operands keep the tensor cores' power draw (and so their clocks) realistic.
+struct RandomPatterns {
+  void* f32 = nullptr;
+  void* bf16 = nullptr;
+  size_t f32_bytes = 0, bf16_bytes = 0;
+};
+RandomPatterns MakeRandomPatterns(size_t count) {
+  std::vector<float> f(count);
+  std::vector<uint16_t> h(count);
+  uint64_t state = 0x9E3779B97F4A7C15ull;
+  for (size_t i = 0; i < count; ++i) {
+    state = state * 6364136223846793005ull + 1442695040888963407ull;
+    f[i] = static_cast<float>(state >> 40) / static_cast<float>(1 << 23) - 1.f;
+    uint32_t bits;
+    std::memcpy(&bits, &f[i], sizeof(bits));
+    h[i] = static_cast<uint16_t>(bits >> 16);
+  }
+  RandomPatterns p;
+  p.f32_bytes = count * sizeof(float);
+  p.bf16_bytes = count * sizeof(uint16_t);
+  Check(cudaMalloc(&p.f32, p.f32_bytes), "cudaMalloc");
+  Check(cudaMalloc(&p.bf16, p.bf16_bytes), "cudaMalloc");
+  Check(cudaMemcpy(p.f32, f.data(), p.f32_bytes, cudaMemcpyHostToDevice), "cudaMemcpy");
+  Check(cudaMemcpy(p.bf16, h.data(), p.bf16_bytes, cudaMemcpyHostToDevice), "cudaMemcpy");
+  return p;
+}
+
+// Mean ms per call of `step` over each of kSweepBatches batches, for the variants in `steps`,
+// batches interleaved; returns each variant's median batch.
+template <typename Step>
+std::vector<double> TimeInterleaved(std::vector<Step>& steps) {
+  cudaEvent_t start, stop;
+  Check(cudaEventCreate(&start), "cudaEventCreate");
+  Check(cudaEventCreate(&stop), "cudaEventCreate");
+  auto time_calls = [&](Step& step, int calls) {
+    Check(cudaEventRecord(start), "cudaEventRecord");
+    for (int i = 0; i < calls; ++i) step();
+    Check(cudaEventRecord(stop), "cudaEventRecord");
+    Check(cudaEventSynchronize(stop), "cudaEventSynchronize");
+    float ms = 0.f;
+    Check(cudaEventElapsedTime(&ms, start, stop), "cudaEventElapsedTime");
+    return static_cast<double>(ms) / calls;
+  };
+  std::vector<int> calls(steps.size());
+  for (size_t v = 0; v < steps.size(); ++v) {
+    for (int i = 0; i < kSweepWarmup; ++i) steps[v]();
+    const double one = time_calls(steps[v], 1);
+    calls[v] = std::clamp(static_cast<int>(std::ceil(kSweepBatchMs / std::max(one, 1e-3))),
+                          kSweepMinSteps, kSweepMaxSteps);
+  }
+  std::vector<std::vector<double>> batches(steps.size());
+  for (int b = 0; b < kSweepBatches; ++b) {
+    for (size_t v = 0; v < steps.size(); ++v) batches[v].push_back(time_calls(steps[v], calls[v]));
+  }
+  cudaEventDestroy(start);
+  cudaEventDestroy(stop);
+  std::vector<double> median(steps.size());
+  for (size_t v = 0; v < steps.size(); ++v) {
+    std::sort(batches[v].begin(), batches[v].end());
+    median[v] = batches[v][kSweepBatches / 2];
+  }
+  return median;
+}
+
+// The rule: the smallest d of the grid such that FP8 is at least kSweepMinSpeedup times as fast
+// as BF16 at every measured shape with min(m, n, k) >= d; -1 when no d qualifies.
+int SweepThreshold(const std::vector<SweepRow>& rows, int scaling) {
+  for (int d : fp8d::kMinGemmDimGrid) {
+    bool measured = false, all_faster = true;
+    for (const SweepRow& r : rows) {
+      if (r.min_dim() < d) continue;
+      measured = true;
+      all_faster = all_faster && r.speedup(scaling) >= kSweepMinSpeedup;
+    }
+    if (measured && all_faster) return d;
+  }
+  return -1;
+}
+
+int RunLinearSweep() {
+  cudaDeviceProp prop{};
+  Check(cudaGetDeviceProperties(&prop, 0), "cudaGetDeviceProperties");
+
+  Fp8LinearOptions options[kSweepScalingCount];
+  for (int s = 0; s < kSweepScalingCount; ++s) {
+    fp8d::v1::Recipe proto;
+    proto.set_name(kSweepScalings[s].recipe);
+    absl::StatusOr<fp8d::RecipeConfig> recipe = fp8d::ResolveRecipe(proto);
+    if (!recipe.ok()) Die(recipe.status());
+    absl::StatusOr<Fp8LinearOptions> o = fp8d::kernels::Fp8LinearOptionsFromRecipe(*recipe);
+    if (!o.ok()) Die(o.status());
+    options[s] = *o;
+  }
+
+  std::vector<GemmShape> shapes;
+  for (int64_t m : kSweepTokens) {
+    for (int d : fp8d::kMinGemmDimGrid) {
+      for (const auto& a : kSweepAspects) shapes.push_back({m, a[0] * d, a[1] * d});
+    }
+  }
+  // One set of buffers, sized for the largest shape of each kind, shared by every measurement.
+  size_t mk = 0, mn = 0, nk = 0, fp8_ws = 0;
+  for (const GemmShape& g : shapes) {
+    mk = std::max<size_t>(mk, g.m * g.k);
+    mn = std::max<size_t>(mn, g.m * g.n);
+    nk = std::max<size_t>(nk, g.n * g.k);
+    for (const Fp8LinearOptions& o : options) {
+      fp8_ws = std::max(fp8_ws, Fp8Linear::WorkspaceBytes(g, o));
+    }
+  }
+  void *gemm_ws, *fp8_workspace, *x, *dy, *y, *dx, *w16, *w32, *dw, *scales, *stats;
+  Check(cudaMalloc(&gemm_ws, fp8d::kernels::kGemmWorkspaceBytes), "cudaMalloc");
+  Check(cudaMalloc(&fp8_workspace, fp8_ws), "cudaMalloc");
+  Check(cudaMalloc(&x, mk * 2), "cudaMalloc");
+  Check(cudaMalloc(&dx, mk * 2), "cudaMalloc");
+  Check(cudaMalloc(&dy, mn * 2), "cudaMalloc");
+  Check(cudaMalloc(&y, mn * 2), "cudaMalloc");
+  Check(cudaMalloc(&w16, nk * 2), "cudaMalloc");
+  Check(cudaMalloc(&w32, nk * 4), "cudaMalloc");
+  Check(cudaMalloc(&dw, nk * 4), "cudaMalloc");
+  Check(cudaMalloc(&scales, fp8d::kernels::kFp8LinearRoles * sizeof(float)), "cudaMalloc");
+  Check(cudaMalloc(&stats, fp8d::kernels::kFp8LinearRoles * sizeof(Fp8CastStats)), "cudaMalloc");
+  {
+    const RandomPatterns p = MakeRandomPatterns(size_t{1} << 22);
+    Tile(x, mk * 2, p.bf16, p.bf16_bytes);
+    Tile(dy, mn * 2, p.bf16, p.bf16_bytes);
+    Tile(w16, nk * 2, p.bf16, p.bf16_bytes);
+    Tile(w32, nk * 4, p.f32, p.f32_bytes);
+    Check(cudaMemset(dw, 0, nk * 4), "cudaMemset");
+    // Delayed scaling's scales: fp8_max / amax for values in [-1, 1] (E4M3 X and W, E5M2 dY).
+    const float s[fp8d::kernels::kFp8LinearRoles] = {448.f, 448.f, 57344.f};
+    Check(cudaMemcpy(scales, s, sizeof(s), cudaMemcpyHostToDevice), "cudaMemcpy");
+    Check(cudaFree(p.f32), "cudaFree");
+    Check(cudaFree(p.bf16), "cudaFree");
+  }
+  auto bf16_runner = GemmRunner::Create(gemm_ws, fp8d::kernels::kGemmWorkspaceBytes);
+  auto fp8_runner = Fp8GemmRunner::Create(gemm_ws, fp8d::kernels::kGemmWorkspaceBytes);
+  if (!bf16_runner.ok()) Die(bf16_runner.status());
+  if (!fp8_runner.ok()) Die(fp8_runner.status());
+  const auto* scale = static_cast<const float*>(scales);
+  const Fp8LinearScales delayed_scales{scale + fp8d::kernels::kFp8Input,
+                                       scale + fp8d::kernels::kFp8Weight,
+                                       scale + fp8d::kernels::kFp8GradOutput};
+  const auto* xb = static_cast<const __nv_bfloat16*>(x);
+  const auto* dyb = static_cast<const __nv_bfloat16*>(dy);
+
+  std::printf(
+      "fp8d-gemm-bench --linear-sweep on %s: one Linear layer's training step, ms (median of %d "
+      "batches)\n"
+      "  bf16: forward + dgrad + wgrad (FP32 accumulate) GEMMs; fp8: CastWeights + Forward + "
+      "Backward; speed-up = bf16 / fp8\n",
+      prop.name, kSweepBatches);
+  std::printf("%6s %6s %6s %6s | %8s", "m", "n", "k", "min", "bf16");
+  for (const SweepScaling& sc : kSweepScalings) std::printf(" | %8s %6s", sc.name, "x");
+  std::printf("\n");
+
+  std::vector<SweepRow> rows;
+  for (const GemmShape& g : shapes) {
+    std::vector<Fp8Linear> layers;
+    for (const Fp8LinearOptions& o : options) {
+      absl::StatusOr<Fp8Linear> l =
+          Fp8Linear::Create(fp8_runner->get(), g, o, delayed_scales, fp8_workspace, fp8_ws,
+                            static_cast<Fp8CastStats*>(stats));
+      if (!l.ok()) Die(l.status());
+      layers.push_back(*std::move(l));
+    }
+    std::vector<std::function<void()>> steps;
+    // kernels/cuda_engine.cc's Linear and LinearBackward: y = x W^T, dx = dy W, dW += dy^T x.
+    steps.push_back([&, g] {
+      GemmConfig fwd;
+      fwd.trans_b = true;
+      GemmConfig dgrad;
+      GemmConfig wgrad;
+      wgrad.trans_a = true;
+      wgrad.c_type = CUDA_R_32F;
+      wgrad.beta = 1.f;
+      GemmRunner& runner = **bf16_runner;
+      OrDie(runner.Run(fwd, {g.m, g.n, g.k}, x, w16, y, nullptr));
+      OrDie(runner.Run(dgrad, {g.m, g.k, g.n}, dy, w16, dx, nullptr));
+      OrDie(runner.Run(wgrad, {g.n, g.k, g.m}, dy, x, dw, nullptr));
+    });
+    for (Fp8Linear& layer : layers) {
+      steps.push_back([&] {
+        layer.CastWeights(static_cast<const float*>(w32), nullptr);
+        OrDie(layer.Forward(xb, static_cast<__nv_bfloat16*>(y), nullptr));
+        OrDie(layer.Backward(dyb, xb, static_cast<__nv_bfloat16*>(dx), static_cast<float*>(dw),
+                             nullptr));
+      });
+    }
+    const std::vector<double> ms = TimeInterleaved(steps);
+    SweepRow row;
+    row.shape = g;
+    row.bf16_ms = ms[0];
+    for (int s = 0; s < kSweepScalingCount; ++s) row.fp8_ms[s] = ms[1 + s];
+    std::printf("%6lld %6lld %6lld %6lld | %8.4f", static_cast<long long>(g.m),
+                static_cast<long long>(g.n), static_cast<long long>(g.k),
+                static_cast<long long>(row.min_dim()), row.bf16_ms);
+    for (int s = 0; s < kSweepScalingCount; ++s) {
+      std::printf(" | %8.4f %5.2fx", row.fp8_ms[s], row.speedup(s));
+    }
+    std::printf("\n");
+    std::fflush(stdout);
+    rows.push_back(row);
+  }
+  Check(cudaDeviceSynchronize(), "cudaDeviceSynchronize");
+
+  std::printf("\nRule: a recipe's min_gemm_dim is the smallest d in {");
+  for (size_t i = 0; i < fp8d::kMinGemmDimGrid.size(); ++i) {
+    std::printf("%s%d", i ? ", " : "", fp8d::kMinGemmDimGrid[i]);
+  }
+  std::printf(
+      "} such that FP8 is at least as fast as BF16 (speed-up >= %.2f) at every measured shape "
+      "with min(m, n, k) >= d; `none` when no d qualifies. Copy the lines below into "
+      "core/fp8_gemm_threshold.cc.\n",
+      kSweepMinSpeedup);
+  for (int s = 0; s < kSweepScalingCount; ++s) {
+    // The evidence: how many shapes FP8 loses, and the largest of them (it sets the threshold).
+    int slower = 0;
+    const SweepRow* largest_slower = nullptr;
+    for (const SweepRow& r : rows) {
+      if (r.speedup(s) >= kSweepMinSpeedup) continue;
+      ++slower;
+      if (largest_slower == nullptr || r.min_dim() > largest_slower->min_dim()) largest_slower = &r;
+    }
+    std::printf("%s: slower than BF16 at %d of %zu shapes", kSweepScalings[s].name, slower,
+                rows.size());
+    if (largest_slower != nullptr) {
+      std::printf("; the largest: m=%lld n=%lld k=%lld (%.2fx)",
+                  static_cast<long long>(largest_slower->shape.m),
+                  static_cast<long long>(largest_slower->shape.n),
+                  static_cast<long long>(largest_slower->shape.k), largest_slower->speedup(s));
+    }
+    std::printf("\n");
+  }
+  for (int s = 0; s < kSweepScalingCount; ++s) {
+    const int t = SweepThreshold(rows, s);
+    const std::string value = t < 0 ? "none" : std::to_string(t);
+    std::printf("threshold scaling=%s min_gemm_dim=%s recipe=%s\n", kSweepScalings[s].name,
+                value.c_str(), kSweepScalings[s].recipe);
+  }
+  return 0;
+}
+}  // namespace
+
+int main(int argc, char** argv) {
+  int64_t tokens = 16384;
+  int iters = 50;
+  bool linear_sweep = false;
+  for (int i = 1; i < argc; ++i) {
+    const std::string arg = argv[i];
+    if (arg == "--tokens" && i + 1 < argc) {
+      tokens = std::atoll(argv[++i]);
+    } else if (arg == "--iters" && i + 1 < argc) {
+      iters = std::atoi(argv[++i]);
+    } else if (arg == "--linear-sweep") {
+      linear_sweep = true;
+    } else {
+      std::fprintf(stderr,
+                   "usage: fp8d-gemm-bench [--tokens N] [--iters N]\n"
+                   "       fp8d-gemm-bench --linear-sweep\n");
+      return 2;
+    }
+  }
+  if (linear_sweep) return RunLinearSweep();
+  if (tokens <= 0 || tokens % 16 != 0 || iters <= 0) {
+    std::fprintf(stderr, "--tokens must be a positive multiple of 16, --iters positive\n");
+    return 2;
+  }
+  return RunGemmTable(tokens, iters);
 }
