@@ -12,6 +12,7 @@
 #include "absl/strings/str_cat.h"
 #include "absl/strings/str_join.h"
 #include "absl/strings/strip.h"
+#include "core/fp8_gemm_threshold.h"
 #include "core/layer_policy.h"
 #include "core/ref/adamw.h"
 #include "core/ref/grad_norm.h"
@@ -111,8 +112,11 @@ absl::Status CpuEngine::CheckBatch(const TokenBatch& b, const std::string& field
   return absl::OkStatus();
 }
 
+// The GPU's measured threshold, not a CPU one: the reference engine plans the layers the CUDA
+// engine would run in FP8, so the two compute the same function.
 LayerPlan CpuEngine::PlanLayers(int64_t step) const {
-  return PlanFp8Layers(config_, recipe_, step, tokens_per_micro_batch_, /*auto_min_dim=*/0);
+  return PlanFp8Layers(config_, recipe_, step, tokens_per_micro_batch_,
+                       AutoMinGemmDim(recipe_.kind));
 }
 
 absl::StatusOr<StepResult> CpuEngine::TrainStep(absl::Span<const TokenBatch> micro_batches,

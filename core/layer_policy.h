@@ -21,6 +21,10 @@ struct GemmShape {
 // minimum dimension (policy.min_gemm_dim, or `auto_min_dim` when that is 0), it matches an
 // include regex (or there are none) and matches no exclude regex. skip_attention_qk keeps the
 // Q and K rows of attn.qkv in BF16 but leaves the layer itself FP8 (the V rows use FP8).
+// Engines pass auto_min_dim = AutoMinGemmDim(recipe.kind) (core/fp8_gemm_threshold.h): the size
+// below which FP8 was measured no faster than BF16 for that recipe, so a default policy never
+// makes a model slower. A job that wants every layer FP8 sets min_gemm_dim explicitly: 16, the
+// smallest size the GPU's FP8 GEMMs take, makes every layer eligible.
 LayerPlan PlanFp8Layers(const ModelConfig& model, const RecipeConfig& recipe, int64_t step,
                         int64_t tokens_per_micro_batch, int auto_min_dim);
 

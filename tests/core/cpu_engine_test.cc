@@ -37,9 +37,20 @@ ModelConfig TinyModel() {
   return *c;
 }
 
-RecipeConfig Recipe(const std::string& name, const std::string& extra_weight_block = "") {
+// These tests mean every GEMM layer (but the LM head) to run FP8 on the tiny model, whose layers
+// are smaller than any measured automatic threshold (core/fp8_gemm_threshold.h) could allow: the
+// policy says so explicitly. 16 is the smallest size FP8 GEMMs take.
+constexpr int kEveryLayerMinGemmDim = 16;
+
+fp8d::v1::Recipe RecipeProto(const std::string& name) {
   fp8d::v1::Recipe proto;
   proto.set_name(name);
+  proto.mutable_policy()->set_min_gemm_dim(kEveryLayerMinGemmDim);
+  return proto;
+}
+
+RecipeConfig Recipe(const std::string& name, const std::string& extra_weight_block = "") {
+  fp8d::v1::Recipe proto = RecipeProto(name);
   if (!extra_weight_block.empty()) proto.set_weight_block(extra_weight_block);
   absl::StatusOr<RecipeConfig> r = ResolveRecipe(proto);
   EXPECT_TRUE(r.ok()) << r.status();
@@ -173,8 +184,7 @@ TEST(CpuEngine, LoadStateRejectsMissingMisshapenAndUnknownTensorsNamingThem) {
 }
 
 TEST(CpuEngine, DelayedScalesAfterAStepAreComputeScaleOfTheirHistory) {
-  fp8d::v1::Recipe proto;
-  proto.set_name("delayed");
+  fp8d::v1::Recipe proto = RecipeProto("delayed");
   proto.set_amax_history_len(4);
   proto.set_margin(1);
   const RecipeConfig recipe = *ResolveRecipe(proto);
@@ -239,8 +249,7 @@ TEST(CpuEngine, Fp8RecipesGiveLossesCloseToBf16) {
 }
 
 TEST(CpuEngine, SkipAttentionQkQuantizesOnlyTheValueRowsOfQkv) {
-  fp8d::v1::Recipe proto;
-  proto.set_name("current");
+  fp8d::v1::Recipe proto = RecipeProto("current");
   proto.mutable_policy()->set_skip_attention_qk(true);
   auto engine = MakeEngine(*ResolveRecipe(proto));
   Train(*engine, 1);
@@ -294,8 +303,7 @@ TEST(CpuEngine, AmaxResetRestartsScalesAtOneAndKeepPreservesThem) {
 }
 
 TEST(CpuEngine, Bf16WarmupStepsRunWithoutFp8AndRecordNoAmax) {
-  fp8d::v1::Recipe proto;
-  proto.set_name("delayed");
+  fp8d::v1::Recipe proto = RecipeProto("delayed");
   proto.mutable_policy()->set_bf16_warmup_steps(1);
   auto engine = MakeEngine(*ResolveRecipe(proto));
   auto baseline = MakeEngine(Recipe("bf16"));

@@ -28,6 +28,10 @@ namespace fs = std::filesystem;
 using ::testing::HasSubstr;
 
 constexpr char kFortunesFile[] = "/usr/share/games/fortunes/fortunes";
+// FP8 jobs here mean every layer but the LM head in FP8: the tiny preset's layers are smaller than
+// any measured automatic threshold (core/fp8_gemm_threshold.h) would allow, so the policy says
+// so explicitly. 16 is the smallest size FP8 GEMMs take.
+constexpr int kEveryLayerMinGemmDim = 16;
 
 // English-like text with enough variety that a byte-level model has something to learn.
 std::string SampleText() {
@@ -117,15 +121,19 @@ class TrainerTest : public testing::Test {
     std::ofstream(dir_ / "sample.txt") << SampleText();
   }
 
-  // A small, fast job on the tiny preset: 4 x 64 tokens per step.
+  // A small, fast job on the tiny preset: 4 x 64 tokens per step. An FP8 recipe runs every
+  // layer but the LM head in FP8.
   fp8d::v1::JobSpec Spec(int steps, const std::string& recipe = "bf16",
                          const std::string& train = "sample.txt") {
+    const std::string policy =
+        recipe == "bf16" ? ""
+                         : absl::StrCat(", policy: {min_gemm_dim: ", kEveryLayerMinGemmDim, "}");
     absl::StatusOr<fp8d::v1::JobSpec> spec = ParseJobText(
         absl::StrCat("model: {preset: tiny}\n"
                      "data: {train: ", train, ", val_fraction: 0.1}\n"
                      "optimizer: {lr: 3e-3, warmup_steps: 2}\n"
                      "steps: ", steps, "\nbatch_size: 4\nseq_len: 64\n"
-                     "eval_batches: 2\nseed: 11\nrecipe: {name: ", recipe, "}\n"),
+                     "eval_batches: 2\nseed: 11\nrecipe: {name: ", recipe, policy, "}\n"),
         "test.yaml");
     EXPECT_TRUE(spec.ok()) << spec.status();
     return *spec;
@@ -237,6 +245,7 @@ TEST_F(TrainerTest, RecipeSwitchAppliesAtTheReportedStep) {
   absl::StatusOr<RecipeChangeTicket> ticket;
   fp8d::v1::Recipe delayed;
   delayed.set_name("delayed");
+  delayed.mutable_policy()->set_min_gemm_dim(kEveryLayerMinGemmDim);
   sink.on_step = [&](int64_t step) {
     if (step == 3) ticket = (*trainer)->RequestRecipeChange(delayed, fp8d::v1::AMAX_RESET, false);
   };
@@ -288,6 +297,7 @@ TEST_F(TrainerTest, RecipeChangeWithCheckpointFirstNamesTheCheckpointBeforeTheCh
   ASSERT_TRUE(trainer.ok()) << trainer.status();
   fp8d::v1::Recipe current;
   current.set_name("current");
+  current.mutable_policy()->set_min_gemm_dim(kEveryLayerMinGemmDim);
   absl::StatusOr<RecipeChangeTicket> ticket;
   std::thread requester;
   // Asked from another thread while step 2 runs; it blocks until the change is applied.

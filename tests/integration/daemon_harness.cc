@@ -161,7 +161,8 @@ std::string JobYaml(const JobFileOptions& o) {
                       "seq_len: ", o.seq_len, "\n",
                       "checkpoint_interval: ", o.checkpoint_interval, "\n",
                       "log_interval: 1\n",
-                      "recipe:\n  name: ", o.recipe, "\n");
+                      "recipe:\n  name: ", o.recipe, "\n",
+                      "  policy:\n    min_gemm_dim: ", o.min_gemm_dim, "\n");
 }
 
 bool WaitFor(const std::function<bool()>& done, absl::Duration timeout) {

@@ -31,6 +31,11 @@ struct JobFileOptions {
   std::string name = "it";
   int steps = 40;
   std::string recipe = "bf16";
+  // recipe.policy.min_gemm_dim. The tiny preset's layers are smaller than any measured automatic
+  // threshold (core/fp8_gemm_threshold.h) would allow, so these jobs say explicitly that an FP8
+  // recipe runs every layer but the LM head in FP8 (16: the smallest size FP8 GEMMs take);
+  // `fp8ctl recipe set` carries the policy over. 0 = the automatic threshold.
+  int min_gemm_dim = 16;
   int batch_size = 4;
   int seq_len = 64;
   int checkpoint_interval = 0;

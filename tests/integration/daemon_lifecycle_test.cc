@@ -76,6 +76,8 @@ TEST(DaemonLifecycle, SubmitSwitchRecipeMidRunPullCheckpointAndCancel) {
   update.set_name(name);
   update.mutable_recipe()->set_name("delayed");
   update.mutable_recipe()->set_amax_history_len(8);
+  // Every layer FP8 on the tiny preset, as the job file says for its own recipe.
+  update.mutable_recipe()->mutable_policy()->set_min_gemm_dim(options.min_gemm_dim);
   update.set_amax_handling(v1::AMAX_RESET);
   auto ticket = client.UpdateRecipe(update);
   ASSERT_TRUE(ticket.ok()) << ticket.status();
