@@ -87,6 +87,10 @@ bool PortAcceptsConnections(int port) {
 }  // namespace
 
 std::string BinaryPath(const char* name) {
+  // A copy of the binaries elsewhere (the GPU bundle's bin/) takes precedence over the build's.
+  if (const char* dir = std::getenv(kBinDirVariable); dir != nullptr && *dir != '\0') {
+    return (fs::path(dir) / name).string();
+  }
   if (std::string(name) == "fp8d") return FP8D_BIN;
   if (std::string(name) == "fp8ctl") return FP8CTL_BIN;
   return (fs::path(FP8D_BIN).parent_path() / name).string();

@@ -103,6 +103,9 @@ bool WaitForJob(client::TrainerClient& client, const std::string& job,
                 const std::function<bool(const fp8d::v1::Job&)>& done, absl::Duration timeout,
                 fp8d::v1::Job* last = nullptr);
 
+// Where fp8d, fp8ctl and their siblings are: the folder named by FP8D_BIN_DIR when it is set
+// (bundle/bin on the GPU machine), else the build's paths compiled in.
+inline constexpr char kBinDirVariable[] = "FP8D_BIN_DIR";
 std::string BinaryPath(const char* name);
 
 }  // namespace fp8d::itest
