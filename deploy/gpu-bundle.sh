@@ -18,7 +18,7 @@ BUNDLE="$ROOT/bundle"
 JOBS="${JOBS:-2}"
 MAX_BUNDLE_MB=64
 TARGETS=(fp8d_gpu_tests fp8d-bench)
-OPTIONAL_TARGETS=(fp8d fp8ctl fp8d-gemm-bench)
+OPTIONAL_TARGETS=(fp8d fp8ctl fp8d-gemm-bench fp8d_integration_tests)
 
 if [ "${SKIP_BUILD:-0}" != 1 ]; then
   cmake -S "$ROOT" -B "$BUILD_DIR" -G Ninja \
@@ -64,17 +64,42 @@ if [ -f /usr/share/games/fortunes/cookie ]; then
   cp /usr/share/games/fortunes/cookie "$BUNDLE/demo/cookie.txt"
 fi
 
+# Real English text for the FP8 loss-parity and recipe-switch tests (bundle/data/text.txt, read
+# through FP8D_PARITY_TEXT): the GNU manuals in /usr/share/info, the fortune cookies (one
+# paragraph per fortune; the ASCII-art files left out) and /usr/share/common-licenses, about
+# 7.5 MB. Paragraphs are shuffled in a fixed order, so the tail the data loader holds out for
+# validation is a sample of the same mix as the training part rather than the last source.
+MAX_TEXT_MB=16
+mkdir -p "$BUNDLE/data"
+{
+  for f in /usr/share/info/*.info*.gz; do [ -f "$f" ] && zcat "$f"; done
+  for f in /usr/share/games/fortunes/*; do
+    case "$(basename "$f")" in *.dat | *.u8 | art | ascii-art) continue ;; esac
+    if [ -f "$f" ] && [ ! -L "$f" ]; then sed 's/^%$//' "$f"; fi
+  done
+  find /usr/share/common-licenses -maxdepth 1 -type f | sort | xargs -r cat
+} | tr -d '\037\r' | awk 'BEGIN { RS = ""; ORS = "\0" } { print $0 "\n" }' \
+  | shuf -z --random-source=<(yes fp8d) | tr '\0' '\n' >"$BUNDLE/data/text.txt"
+text_bytes=$(stat -c %s "$BUNDLE/data/text.txt")
+echo "gpu-bundle: data/text.txt is $text_bytes bytes"
+if [ "$text_bytes" -lt $((2 * 1024 * 1024)) ] || [ "$text_bytes" -ge $((MAX_TEXT_MB * 1024 * 1024)) ]; then
+  echo "gpu-bundle: data/text.txt should hold 2 to ${MAX_TEXT_MB} MiB of text; found $text_bytes bytes" >&2
+  exit 1
+fi
+
 cat > "$BUNDLE/run-gpu-suite.sh" <<'SUITE'
 #!/usr/bin/env bash
 # Runs on the GPU machine: GPU tests, then the benchmark, then (RUN_PEER=1) the PyTorch peer
 # on the same shapes. Logs go to $OUT (or ./logs). GTEST_FILTER, BENCH_ARGS and SKIP_BENCH=1
-# narrow the run.
+# narrow the run; RUN_DAEMON_GPU=0 leaves out the recipe-switch test through the daemon.
 set -uo pipefail
 HERE="$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)"
 LOGS="${OUT:-$HERE/logs}"
 mkdir -p "$LOGS"
 CUDNN_LIB=/opt/torch/.venv/lib/python3.12/site-packages/nvidia/cudnn/lib
 export LD_LIBRARY_PATH="$HERE/lib:$CUDNN_LIB:/usr/local/cuda/lib64${LD_LIBRARY_PATH:+:$LD_LIBRARY_PATH}"
+# The text of the loss-parity and recipe-switch tests (they say SKIPPED without it).
+export FP8D_PARITY_TEXT="${FP8D_PARITY_TEXT:-$HERE/data/text.txt}"
 nvidia-smi --query-gpu=name,driver_version,memory.total --format=csv,noheader | tee "$LOGS/gpu.txt"
 rc=0
 "$HERE/bin/fp8d_gpu_tests" --gtest_color=no ${GTEST_FILTER:+--gtest_filter=$GTEST_FILTER} \
@@ -101,6 +126,13 @@ if [ "${RUN_DEMO:-1}" = 1 ] && [ -x "$HERE/bin/fp8d" ] && [ -x "$HERE/bin/fp8ctl
   tail -n 15 "$LOGS/demo.log"
   kill "$daemon" 2>/dev/null; wait "$daemon" 2>/dev/null
   [ "$demo_rc" -eq 0 ] || { echo "demo job: fp8ctl exited $demo_rc"; rc=1; }
+fi
+# bf16 -> delayed -> current -> bf16 through fp8d --engine cuda (tests/integration), with the
+# bundle's fp8d.
+if [ "${RUN_DAEMON_GPU:-1}" = 1 ] && [ -x "$HERE/bin/fp8d_integration_tests" ]; then
+  FP8D_BIN_DIR="$HERE/bin" "$HERE/bin/fp8d_integration_tests" --gtest_color=no \
+    --gtest_filter='GpuRecipeSwitch*' 2>&1 | tee "$LOGS/daemon_gpu_tests.log"
+  [ "${PIPESTATUS[0]}" -eq 0 ] || rc=1
 fi
 # FP8 against BF16 cuBLASLt throughput at the model's GEMM shapes.
 if [ "${RUN_GEMM_BENCH:-1}" = 1 ] && [ -x "$HERE/bin/fp8d-gemm-bench" ]; then
