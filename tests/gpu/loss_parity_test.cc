@@ -98,7 +98,11 @@ TEST(LossParityTest, DelayedAndCurrentEndWithinOnePercentOfBf16On124mRealText) {
   for (const char* recipe : {"bf16", "delayed", "current", "rowwise", "blockwise"}) {
     absl::StatusOr<RecipeRun> run =
         TrainRecipe(Spec(text.file_name, recipe), text.data_root, CudaEngines());
-    ASSERT_TRUE(run.ok()) << recipe << ": " << run.status();
+    // A recipe that cannot run fails the test; the others still run and are compared.
+    if (!run.ok()) {
+      ADD_FAILURE() << recipe << ": " << run.status();
+      continue;
+    }
     std::printf("loss parity: %-9s eval %.4f after %d steps in %.1f s\n", recipe, run->eval_loss,
                 kSteps, run->seconds);
     std::fflush(stdout);
@@ -107,6 +111,8 @@ TEST(LossParityTest, DelayedAndCurrentEndWithinOnePercentOfBf16On124mRealText) {
   std::printf("loss parity, 124m-shaped (vocab 256), %d steps of %dx%d tokens on %s:\n%s", kSteps,
               kBatch, kSeqLen, text_path, ParityTable(runs).c_str());
 
+  ASSERT_FALSE(runs.empty());
+  ASSERT_EQ(runs[0].recipe, "bf16") << "no bf16 run to compare with";
   const RecipeRun& bf16 = runs[0];
   EXPECT_LT(bf16.eval_loss, kLearnedFraction * bf16.initial_eval_loss);
   EXPECT_EQ(bf16.fp8_layers, 0);
