@@ -20,6 +20,11 @@ constexpr unsigned kFullMask = 0xffffffffu;
 // Cast + transpose tiles: 32x32 elements, 32x8 threads, each thread handles 4 rows of the tile.
 constexpr int kTile = 32;
 constexpr int kTileRowsPerPass = 8;
+constexpr int kMaxWarpsPerBlock = 32;
+
+// Grid of the persistent (grid-stride) kernels: enough resident blocks to fill an H100, few
+// enough that the per-block statistics atomics stay cheap.
+constexpr int kPersistentBlocks = 132 * 8;
 
 template <bool kE4M3>
 __device__ __forceinline__ uint8_t ToFp8(float x) {
@@ -53,19 +58,37 @@ struct LocalStats {
     underflow += is_nonzero && (code & 0x7Fu) == 0;
   }
 
-  // Every lane of the warp must call it.
-  __device__ __forceinline__ void Flush(Fp8CastStats* stats) const {
+  // Every thread of the block must call it: the block's statistics are combined in shared memory
+  // and thread 0 issues one atomic per field. Per-warp atomics on the one stats address
+  // serialise in L2 and cost more than the cast itself on large tensors.
+  __device__ __forceinline__ void FlushBlock(Fp8CastStats* stats) const {
+    __shared__ uint32_t partial[4][kMaxWarpsPerBlock];
+    const unsigned tid = threadIdx.y * blockDim.x + threadIdx.x;
+    const unsigned warps = (blockDim.x * blockDim.y + kWarpSize - 1) / kWarpSize;
     const uint32_t amax = __reduce_max_sync(kFullMask, amax_bits);
     const uint32_t sat = __reduce_add_sync(kFullMask, saturated);
     const uint32_t under = __reduce_add_sync(kFullMask, underflow);
     const uint32_t nz = __reduce_add_sync(kFullMask, nonzero);
-    const unsigned tid = threadIdx.y * blockDim.x + threadIdx.x;  // blocks are 1-D or 32 wide
     if (tid % kWarpSize == 0) {
-      atomicMax(reinterpret_cast<unsigned int*>(&stats->amax), amax);
-      if (sat) atomicAdd(reinterpret_cast<unsigned long long*>(&stats->saturated), sat);
-      if (under) atomicAdd(reinterpret_cast<unsigned long long*>(&stats->underflow), under);
-      if (nz) atomicAdd(reinterpret_cast<unsigned long long*>(&stats->nonzero), nz);
+      partial[0][tid / kWarpSize] = amax;
+      partial[1][tid / kWarpSize] = sat;
+      partial[2][tid / kWarpSize] = under;
+      partial[3][tid / kWarpSize] = nz;
     }
+    __syncthreads();
+    if (tid != 0) return;
+    uint32_t b_amax = 0;
+    unsigned long long b_sat = 0, b_under = 0, b_nz = 0;
+    for (unsigned w = 0; w < warps; ++w) {
+      b_amax = max(b_amax, partial[0][w]);
+      b_sat += partial[1][w];
+      b_under += partial[2][w];
+      b_nz += partial[3][w];
+    }
+    atomicMax(reinterpret_cast<unsigned int*>(&stats->amax), b_amax);
+    if (b_sat) atomicAdd(reinterpret_cast<unsigned long long*>(&stats->saturated), b_sat);
+    if (b_under) atomicAdd(reinterpret_cast<unsigned long long*>(&stats->underflow), b_under);
+    if (b_nz) atomicAdd(reinterpret_cast<unsigned long long*>(&stats->nonzero), b_nz);
   }
 };
 
@@ -120,7 +143,88 @@ __global__ void CastKernel(const T* __restrict__ in, int64_t n, const float* sca
     out[i] = code;
     local.Add(x, scaled, code, fp8_max);
   }
-  if (stats != nullptr) local.Flush(stats);
+  if (stats != nullptr) local.FlushBlock(stats);
+}
+
+// Cast + transpose of tensors whose sides are multiples of 64 (every FP8 GEMM operand of a
+// model with 64-aligned widths and token counts): 64x64 tiles, 16-byte loads of the input,
+// 8- or 4-byte stores of the codes in both layouts, persistent blocks that loop over tiles and
+// flush their statistics once.
+constexpr int kFastTile = 64;
+constexpr int kFastThreads = 256;
+
+template <typename T, bool kE4M3>
+__global__ void __launch_bounds__(kFastThreads)
+    CastTransposeTiledKernel(const T* __restrict__ in, int64_t rows, int64_t cols,
+                             const float* scale_ptr, const float* amax_for_scale, int margin,
+                             float fp8_max, uint8_t* __restrict__ out,
+                             uint8_t* __restrict__ out_t, float* scale_out, float* scale_inv,
+                             Fp8CastStats* stats) {
+  constexpr int kVec = 16 / sizeof(T);                      // elements per load
+  constexpr int kThreadsPerRow = kFastTile / kVec;          // 8 (BF16) or 16 (FP32)
+  constexpr int kRowsPerPass = kFastThreads / kThreadsPerRow;
+  constexpr int kPad = 8;  // staggers the column reads; keeps rows 8-byte aligned for uint2
+  __shared__ __align__(16) uint8_t tile[kFastTile][kFastTile + kPad];
+  const float scale = amax_for_scale != nullptr
+                          ? DeviceComputeScale(*amax_for_scale, fp8_max, margin, 1.f)
+                          : *scale_ptr;
+  if (blockIdx.x == 0 && threadIdx.x == 0) {
+    if (scale_out != nullptr) *scale_out = scale;
+    if (scale_inv != nullptr) *scale_inv = 1.0f / scale;
+  }
+  const int64_t tiles_across = cols / kFastTile;
+  const int64_t n_tiles = (rows / kFastTile) * tiles_across;
+  const int t = threadIdx.x;
+  LocalStats local;
+  for (int64_t tile_id = blockIdx.x; tile_id < n_tiles; tile_id += gridDim.x) {
+    const int64_t r0 = (tile_id / tiles_across) * kFastTile;
+    const int64_t c0 = (tile_id % tiles_across) * kFastTile;
+    const int lc = (t % kThreadsPerRow) * kVec;  // column inside the tile
+#pragma unroll
+    for (int pass = 0; pass < kFastTile / kRowsPerPass; ++pass) {
+      const int lr = t / kThreadsPerRow + pass * kRowsPerPass;
+      const int64_t off = (r0 + lr) * cols + c0 + lc;
+      alignas(16) T vals[kVec];
+      *reinterpret_cast<uint4*>(vals) = *reinterpret_cast<const uint4*>(in + off);
+      alignas(8) uint8_t codes[kVec];
+#pragma unroll
+      for (int j = 0; j < kVec; ++j) {
+        const float x = ToFloat(vals[j]);
+        const float scaled = x * scale;
+        codes[j] = ToFp8<kE4M3>(scaled);
+        local.Add(x, scaled, codes[j], fp8_max);
+      }
+      if constexpr (kVec == 8) {
+        *reinterpret_cast<uint2*>(out + off) = *reinterpret_cast<const uint2*>(codes);
+        *reinterpret_cast<uint2*>(&tile[lr][lc]) = *reinterpret_cast<const uint2*>(codes);
+      } else {
+        *reinterpret_cast<uint32_t*>(out + off) = *reinterpret_cast<const uint32_t*>(codes);
+        *reinterpret_cast<uint32_t*>(&tile[lr][lc]) = *reinterpret_cast<const uint32_t*>(codes);
+      }
+    }
+    __syncthreads();
+    // out_t rows are the tile's columns: each thread gathers 8 consecutive rows of one column.
+#pragma unroll
+    for (int pass = 0; pass < kFastTile * kFastTile / 8 / kFastThreads; ++pass) {
+      const int idx = t + pass * kFastThreads;
+      const int tc = idx / (kFastTile / 8);       // column of the tile = row of out_t
+      const int tr = (idx % (kFastTile / 8)) * 8;  // first of 8 rows of the tile
+      alignas(8) uint8_t codes[8];
+#pragma unroll
+      for (int j = 0; j < 8; ++j) codes[j] = tile[tr + j][tc];
+      *reinterpret_cast<uint2*>(out_t + (c0 + tc) * rows + r0 + tr) =
+          *reinterpret_cast<const uint2*>(codes);
+    }
+    __syncthreads();  // the tile is rewritten by the next iteration
+  }
+  if (stats != nullptr) local.FlushBlock(stats);
+}
+
+bool FitsTiledCastTranspose(const void* in, int64_t rows, int64_t cols, const uint8_t* out,
+                            const uint8_t* out_t) {
+  return rows % kFastTile == 0 && cols % kFastTile == 0 &&
+         reinterpret_cast<uintptr_t>(in) % 16 == 0 && reinterpret_cast<uintptr_t>(out) % 8 == 0 &&
+         reinterpret_cast<uintptr_t>(out_t) % 8 == 0;
 }
 
 // Cast + transpose through a shared-memory tile: each input element is read once, its code is
@@ -158,7 +262,7 @@ __global__ void CastTransposeKernel(const T* __restrict__ in, int64_t rows, int6
       local.Add(x, scaled, code, fp8_max);
     }
   }
-  if (stats != nullptr) local.Flush(stats);
+  if (stats != nullptr) local.FlushBlock(stats);
   if (out_t == nullptr) return;
   __syncthreads();
 #pragma unroll
@@ -172,47 +276,65 @@ __global__ void CastTransposeKernel(const T* __restrict__ in, int64_t rows, int6
 template <typename T>
 __global__ void AmaxKernel(const T* __restrict__ in, int64_t n, float* amax) {
   uint32_t bits = 0;
+  const int64_t first = static_cast<int64_t>(blockIdx.x) * blockDim.x + threadIdx.x;
   const int64_t stride = static_cast<int64_t>(gridDim.x) * blockDim.x;
-  for (int64_t i = static_cast<int64_t>(blockIdx.x) * blockDim.x + threadIdx.x; i < n;
-       i += stride) {
+  constexpr int kVec = 16 / sizeof(T);
+  const int64_t n_vec = reinterpret_cast<uintptr_t>(in) % 16 == 0 ? n / kVec : 0;
+  for (int64_t v = first; v < n_vec; v += stride) {
+    alignas(16) T vals[kVec];
+    *reinterpret_cast<uint4*>(vals) = reinterpret_cast<const uint4*>(in)[v];
+#pragma unroll
+    for (int j = 0; j < kVec; ++j) bits = max(bits, AbsBits(ToFloat(vals[j])));
+  }
+  for (int64_t i = n_vec * kVec + first; i < n; i += stride) {
     bits = max(bits, AbsBits(ToFloat(in[i])));
   }
   bits = __reduce_max_sync(kFullMask, bits);
-  if (threadIdx.x % kWarpSize == 0) atomicMax(reinterpret_cast<unsigned int*>(amax), bits);
+  // One atomic per block (see LocalStats::FlushBlock).
+  __shared__ uint32_t warp_max[kThreads / kWarpSize];
+  if (threadIdx.x % kWarpSize == 0) warp_max[threadIdx.x / kWarpSize] = bits;
+  __syncthreads();
+  if (threadIdx.x == 0) {
+    for (int w = 1; w < kThreads / kWarpSize; ++w) bits = max(bits, warp_max[w]);
+    atomicMax(reinterpret_cast<unsigned int*>(amax), bits);
+  }
 }
 
 // One block per row: the row's amax, its scale, then the cast (the second read of the row comes
 // from L1/L2).
 template <typename T, bool kE4M3>
-__global__ void RowwiseKernel(const T* __restrict__ in, int64_t cols, float fp8_max,
-                              uint8_t* __restrict__ out, float* scale_inv, float* scales,
-                              Fp8CastStats* stats) {
+__global__ void RowwiseKernel(const T* __restrict__ in, int64_t rows, int64_t cols,
+                              float fp8_max, uint8_t* __restrict__ out, float* scale_inv,
+                              float* scales, Fp8CastStats* stats) {
   __shared__ uint32_t warp_max[kThreads / kWarpSize];
-  const int64_t r = blockIdx.x;
-  const T* row = in + r * cols;
-  uint32_t bits = 0;
-  for (int64_t c = threadIdx.x; c < cols; c += blockDim.x) {
-    bits = max(bits, AbsBits(ToFloat(row[c])));
-  }
-  bits = __reduce_max_sync(kFullMask, bits);
-  if (threadIdx.x % kWarpSize == 0) warp_max[threadIdx.x / kWarpSize] = bits;
-  __syncthreads();
-  bits = 0;
-  for (int w = 0; w < kThreads / kWarpSize; ++w) bits = max(bits, warp_max[w]);
-  const float scale = BlockScale(__uint_as_float(bits), fp8_max);
-  if (threadIdx.x == 0) {
-    scale_inv[r] = 1.0f / scale;
-    if (scales != nullptr) scales[r] = scale;
-  }
   LocalStats local;
-  for (int64_t c = threadIdx.x; c < cols; c += blockDim.x) {
-    const float x = ToFloat(row[c]);
-    const float scaled = x * scale;
-    const uint8_t code = ToFp8<kE4M3>(scaled);
-    out[r * cols + c] = code;
-    local.Add(x, scaled, code, fp8_max);
+  // Blocks loop over rows so each flushes its statistics once.
+  for (int64_t r = blockIdx.x; r < rows; r += gridDim.x) {
+    const T* row = in + r * cols;
+    uint32_t bits = 0;
+    for (int64_t c = threadIdx.x; c < cols; c += blockDim.x) {
+      bits = max(bits, AbsBits(ToFloat(row[c])));
+    }
+    bits = __reduce_max_sync(kFullMask, bits);
+    if (threadIdx.x % kWarpSize == 0) warp_max[threadIdx.x / kWarpSize] = bits;
+    __syncthreads();
+    bits = 0;
+    for (int w = 0; w < kThreads / kWarpSize; ++w) bits = max(bits, warp_max[w]);
+    __syncthreads();  // warp_max is rewritten by the next row
+    const float scale = BlockScale(__uint_as_float(bits), fp8_max);
+    if (threadIdx.x == 0) {
+      scale_inv[r] = 1.0f / scale;
+      if (scales != nullptr) scales[r] = scale;
+    }
+    for (int64_t c = threadIdx.x; c < cols; c += blockDim.x) {
+      const float x = ToFloat(row[c]);
+      const float scaled = x * scale;
+      const uint8_t code = ToFp8<kE4M3>(scaled);
+      out[r * cols + c] = code;
+      local.Add(x, scaled, code, fp8_max);
+    }
   }
-  if (stats != nullptr) local.Flush(stats);
+  if (stats != nullptr) local.FlushBlock(stats);
 }
 
 // One warp per 128-element block of a row, 4 elements per lane (lane, lane + 32, ...), so each
@@ -223,40 +345,42 @@ __global__ void BlockwiseKernel(const T* __restrict__ in, int64_t rows, int64_t 
                                 float* scales, Fp8CastStats* stats) {
   constexpr int kPerLane = kFp8BlockCols / kWarpSize;
   const int64_t k_blocks = CeilDiv(cols, kFp8BlockCols);
-  const int64_t block = static_cast<int64_t>(blockIdx.x) * (blockDim.x / kWarpSize) +
-                        threadIdx.x / kWarpSize;
-  if (block >= rows * k_blocks) return;  // uniform across the warp
+  const int warps = blockDim.x / kWarpSize;
   const int lane = threadIdx.x % kWarpSize;
-  const int64_t r = block / k_blocks, kb = block % k_blocks;
-  const int64_t c0 = kb * kFp8BlockCols;
-  const T* src = in + r * cols;
-
-  float x[kPerLane];
-  uint32_t bits = 0;
-#pragma unroll
-  for (int j = 0; j < kPerLane; ++j) {
-    const int64_t c = c0 + lane + j * kWarpSize;
-    x[j] = c < cols ? ToFloat(src[c]) : 0.f;
-    bits = max(bits, AbsBits(x[j]));
-  }
-  bits = __reduce_max_sync(kFullMask, bits);
-  const float scale = BlockScale(__uint_as_float(bits), fp8_max);
-  if (lane == 0) {
-    scale_inv[kb * rows + r] = 1.0f / scale;
-    if (scales != nullptr) scales[kb * rows + r] = scale;
-  }
   LocalStats local;
-#pragma unroll
-  for (int j = 0; j < kPerLane; ++j) {
-    const int64_t c = c0 + lane + j * kWarpSize;
-    if (c < cols) {
-      const float scaled = x[j] * scale;
-      const uint8_t code = ToFp8<kE4M3>(scaled);
-      out[r * cols + c] = code;
-      local.Add(x[j], scaled, code, fp8_max);
+  // Warps loop over the 128-element blocks so each thread block flushes its statistics once.
+  for (int64_t block = static_cast<int64_t>(blockIdx.x) * warps + threadIdx.x / kWarpSize;
+       block < rows * k_blocks; block += static_cast<int64_t>(gridDim.x) * warps) {
+    const int64_t r = block / k_blocks, kb = block % k_blocks;
+    const int64_t c0 = kb * kFp8BlockCols;
+    const T* src = in + r * cols;
+
+    float x[kPerLane];
+    uint32_t bits = 0;
+  #pragma unroll
+    for (int j = 0; j < kPerLane; ++j) {
+      const int64_t c = c0 + lane + j * kWarpSize;
+      x[j] = c < cols ? ToFloat(src[c]) : 0.f;
+      bits = max(bits, AbsBits(x[j]));
+    }
+    bits = __reduce_max_sync(kFullMask, bits);
+    const float scale = BlockScale(__uint_as_float(bits), fp8_max);
+    if (lane == 0) {
+      scale_inv[kb * rows + r] = 1.0f / scale;
+      if (scales != nullptr) scales[kb * rows + r] = scale;
+    }
+  #pragma unroll
+    for (int j = 0; j < kPerLane; ++j) {
+      const int64_t c = c0 + lane + j * kWarpSize;
+      if (c < cols) {
+        const float scaled = x[j] * scale;
+        const uint8_t code = ToFp8<kE4M3>(scaled);
+        out[r * cols + c] = code;
+        local.Add(x[j], scaled, code, fp8_max);
+      }
     }
   }
-  if (stats != nullptr) local.Flush(stats);
+  if (stats != nullptr) local.FlushBlock(stats);
 }
 
 // Transposed rowwise/blockwise casts, step 1: per column, the amax of each block of
@@ -314,7 +438,7 @@ __global__ void TransposedCastKernel(const T* __restrict__ in, int64_t rows, int
       local.Add(x, scaled, code, fp8_max);
     }
   }
-  if (stats != nullptr) local.Flush(stats);
+  if (stats != nullptr) local.FlushBlock(stats);
   __syncthreads();
 #pragma unroll
   for (int j = 0; j < kTile / kTileRowsPerPass; ++j) {
@@ -349,6 +473,12 @@ void LaunchCast(const T* in, int64_t rows, int64_t cols, const float* scale,
     const int64_t per_thread = 16 / sizeof(T);  // elements of one vector load
     CastKernel<T, kE4M3><<<GridStrideBlocks(CeilDiv(n, per_thread)), kThreads, 0, stream>>>(
         in, n, scale, amax_for_scale, margin, fp8_max, out, scale_out, scale_inv, stats);
+  } else if (FitsTiledCastTranspose(in, rows, cols, out, out_t)) {
+    const int64_t tiles = (rows / kFastTile) * (cols / kFastTile);
+    const auto grid = static_cast<unsigned>(std::clamp<int64_t>(tiles, 1, kPersistentBlocks));
+    CastTransposeTiledKernel<T, kE4M3><<<grid, kFastThreads, 0, stream>>>(
+        in, rows, cols, scale, amax_for_scale, margin, fp8_max, out, out_t, scale_out, scale_inv,
+        stats);
   } else {
     const int64_t tiles = std::max<int64_t>(1, CeilDiv(rows, kTile) * CeilDiv(cols, kTile));
     FP8D_KERNELS_CHECK(tiles <= int64_t{0x7fffffff});
@@ -413,13 +543,13 @@ void RowwiseImpl(const T* in, int64_t rows, int64_t cols, Fp8Format format, uint
   FP8D_KERNELS_CHECK(out != nullptr && scale_inv != nullptr);
   ZeroStats(stats, stream);
   if (rows == 0) return;
-  const unsigned grid = static_cast<unsigned>(rows);
+  const auto grid = static_cast<unsigned>(std::min<int64_t>(rows, kPersistentBlocks));
   if (format == Fp8Format::kE4M3) {
-    RowwiseKernel<T, true><<<grid, kThreads, 0, stream>>>(in, cols, kE4M3Max, out, scale_inv,
-                                                          scales, stats);
+    RowwiseKernel<T, true><<<grid, kThreads, 0, stream>>>(in, rows, cols, kE4M3Max, out,
+                                                          scale_inv, scales, stats);
   } else {
-    RowwiseKernel<T, false><<<grid, kThreads, 0, stream>>>(in, cols, kE5M2Max, out, scale_inv,
-                                                           scales, stats);
+    RowwiseKernel<T, false><<<grid, kThreads, 0, stream>>>(in, rows, cols, kE5M2Max, out,
+                                                           scale_inv, scales, stats);
   }
   CUDA_CHECK_LAUNCH();
 }
@@ -433,8 +563,7 @@ void BlockwiseImpl(const T* in, int64_t rows, int64_t cols, Fp8Format format, ui
   const int64_t n_blocks = Fp8BlockScaleCount(rows, cols);
   if (n_blocks == 0) return;
   constexpr int kWarpsPerBlock = kThreads / kWarpSize;
-  const int64_t grid = CeilDiv(n_blocks, kWarpsPerBlock);
-  FP8D_KERNELS_CHECK(grid <= int64_t{0x7fffffff});
+  const int64_t grid = std::min<int64_t>(CeilDiv(n_blocks, kWarpsPerBlock), kPersistentBlocks);
   if (format == Fp8Format::kE4M3) {
     BlockwiseKernel<T, true><<<static_cast<unsigned>(grid), kThreads, 0, stream>>>(
         in, rows, cols, kE4M3Max, out, scale_inv, scales, stats);

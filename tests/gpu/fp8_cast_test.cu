@@ -30,9 +30,10 @@ struct Shape {
   int64_t rows, cols;
 };
 
-// 1x1, below one tile, tile multiples, odd sizes across tile and 128 boundaries, a model width.
+// 1x1, below one tile, tile multiples, odd sizes across tile and 128 boundaries, a model width,
+// and one with more 64x64 tiles than the tiled cast-transpose launches blocks (each loops).
 const std::vector<Shape> kShapes = {{1, 1}, {7, 33}, {32, 32}, {64, 128}, {100, 300},
-                                    {257, 129}, {128, 768}};
+                                    {257, 129}, {128, 768}, {2048, 2304}};
 
 // Normal(0, 1) with outliers that saturate E4M3 (x1000) and E5M2 (x1e6), exact zeros, and tiny
 // values that flush to zero in both formats; BF16-exact so BF16 and FP32 inputs are the same
