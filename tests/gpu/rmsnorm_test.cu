@@ -120,7 +120,8 @@ TEST_P(GpuRmsNormTest, BackwardInPlaceOverDyMatchesReferenceAndIsDeterministic) 
 INSTANTIATE_TEST_SUITE_P(Shapes, GpuRmsNormTest,
                          ::testing::Values(RmsNormShape{1, 32}, RmsNormShape{7, 100},
                                            RmsNormShape{130, 768}, RmsNormShape{257, 33},
-                                           RmsNormShape{300, 2049}),
+                                           RmsNormShape{300, 2049}, RmsNormShape{64, 2048},
+                                           RmsNormShape{40, 4096}),
                          [](const ::testing::TestParamInfo<RmsNormShape>& info) {
                            return std::to_string(info.param.rows) + "x" +
                                   std::to_string(info.param.channels);
