@@ -12,6 +12,7 @@
 #include "absl/strings/match.h"
 #include "absl/strings/str_cat.h"
 #include "core/fp8_format.h"
+#include "core/fp8_gemm_threshold.h"
 #include "core/fp8_scaling.h"
 #include "core/layer_policy.h"
 #include "core/model_weights.h"
@@ -24,7 +25,6 @@
 #include "kernels/fp8_step_stats.cuh"
 #include "kernels/embedding.cuh"
 #include "kernels/grad_norm.cuh"
-#include "kernels/residual.cuh"
 #include "kernels/rmsnorm.cuh"
 #include "kernels/rope.cuh"
 #include "kernels/swiglu.cuh"
@@ -456,7 +456,8 @@ absl::Status CudaEngine::SetRecipe(const RecipeConfig& recipe,
 
 LayerPlan CudaEngine::PlanLayers(int64_t step) const {
   const int64_t m = int64_t{max_batch_} * max_seq_len_;
-  LayerPlan plan = PlanFp8Layers(model_, recipe_, step, m, /*auto_min_dim=*/0);
+  // The same automatic size threshold as the CPU engine, so both plan the same layers.
+  LayerPlan plan = PlanFp8Layers(model_, recipe_, step, m, AutoMinGemmDim(recipe_.kind));
   // The GPU's own rules (see the class comment).
   for (size_t i = 0; i < plan.layers.size(); ++i) {
     if (!plan.fp8[i]) continue;
@@ -484,6 +485,8 @@ int CudaEngine::Fp8LayerOf(const std::string& weight) const {
 void CudaEngine::ReleaseFp8() {
   if (stream_ != nullptr) cudaStreamSynchronize(stream_);
   fp8_linear_.clear();
+  fp8_scratch_ = nullptr;
+  fp8_scratch_bytes_ = 0;
   if (fp8_buf_ != nullptr) cudaFree(fp8_buf_);
   if (pinned_fp8_stats_ != nullptr) cudaFreeHost(pinned_fp8_stats_);
   if (pinned_fp8_scales_used_ != nullptr) cudaFreeHost(pinned_fp8_scales_used_);
@@ -536,12 +539,19 @@ absl::Status CudaEngine::SetUpFp8() {
   const size_t at_max = take(n_t * sizeof(float));
   const size_t at_active = take(n_t);
   std::vector<size_t> at_ws(n_layers, 0);
+  // Layers run one after another on stream_, so they share one scratch (Fp8Linear's per-call
+  // FP8 copies of X and dY); only the weight caches and the saved Q(X)^T are per layer.
+  fp8_scratch_bytes_ = 0;
   for (size_t i = 0; i < n_layers; ++i) {
     if (!plan.fp8[i]) continue;
     const fp8d::GemmShape g = LayerGemmShape(model_, gemm_layers_[i], max_m);
-    fp8_ws_bytes_[i] = Fp8Linear::WorkspaceBytes(GemmShape{max_m, g.n, g.k}, fp8_options_);
+    const GemmShape shape{max_m, g.n, g.k};
+    fp8_ws_bytes_[i] = Fp8Linear::WorkspaceBytes(shape, fp8_options_, /*shared_scratch=*/true);
+    fp8_scratch_bytes_ =
+        std::max(fp8_scratch_bytes_, Fp8Linear::ScratchBytes(shape, fp8_options_));
     at_ws[i] = take(fp8_ws_bytes_[i]);
   }
+  const size_t at_scratch = take(fp8_scratch_bytes_);
   if (cudaMalloc(&fp8_buf_, bytes) != cudaSuccess) {
     (void)cudaGetLastError();
     fp8_buf_ = nullptr;
@@ -561,6 +571,7 @@ absl::Status CudaEngine::SetUpFp8() {
   for (size_t i = 0; i < n_layers; ++i) {
     if (plan.fp8[i]) fp8_ws_[i] = base + at_ws[i];
   }
+  fp8_scratch_ = base + at_scratch;
   CUDA_RETURN_IF_ERROR(cudaMemsetAsync(fp8_buf_, 0, at_max, stream_));
   std::vector<float> fp8_max(n_t);
   for (int t = 0; t < n_t; ++t) fp8_max[t] = Fp8Max(Fp8RoleFormat(t % kFp8LinearRoles));
@@ -630,7 +641,8 @@ absl::Status CudaEngine::BeginFp8Pass(const std::vector<bool>& fp8, int64_t m,
                              fp8_scales_ + t + kFp8GradOutput};
       absl::StatusOr<Fp8Linear> layer =
           Fp8Linear::Create(fp8_gemm_.get(), GemmShape{m, g.n, g.k}, fp8_options_, scales,
-                            fp8_ws_[i], fp8_ws_bytes_[i], fp8_stats_ + t);
+                            fp8_ws_[i], fp8_ws_bytes_[i], fp8_stats_ + t, fp8_scratch_,
+                            fp8_scratch_bytes_);
       if (!layer.ok()) {
         fp8_m_ = 0;
         return layer.status();
@@ -739,14 +751,19 @@ absl::Status CudaEngine::UploadTokens(const TokenBatch& b) {
 // Linear layers: y = x W^T with W [out, in] (BF16 copy); backward dx = dy W, dW += dy^T x (FP32).
 
 absl::Status CudaEngine::Linear(const void* x, int64_t rows, const std::string& weight, void* y,
-                                int64_t out_features, int64_t in_features) {
+                                int64_t out_features, int64_t in_features, const void* residual) {
+  // The residual stream is added by the GEMM's epilogue (C = residual, beta = 1), which saves
+  // the separate add's read and write of the whole activation.
   if (const int layer = Fp8LayerOf(weight); layer >= 0 && pass_fp8_[layer]) {
     return fp8_linear_[layer]->Forward(static_cast<const bf16*>(x), static_cast<bf16*>(y),
-                                       stream_, pass_for_backward_);
+                                       stream_, pass_for_backward_,
+                                       static_cast<const bf16*>(residual));
   }
   GemmConfig c;
   c.trans_b = true;
-  return gemm_->Run(c, {rows, out_features, in_features}, x, ParamBf16(weight), y, stream_);
+  if (residual != nullptr) c.beta = 1.f;
+  return gemm_->Run(c, {rows, out_features, in_features}, x, ParamBf16(weight), y, stream_,
+                    residual);
 }
 
 absl::Status CudaEngine::LinearBackward(const void* dy, const void* x, int64_t rows,
@@ -848,18 +865,15 @@ absl::Status CudaEngine::Forward(const BatchShape& shape) {
                                 Buf<bf16>(a + "qkv"), qkv, d);
         !s.ok())
       return s;
-    bf16* q = Buf<bf16>(a + "qkv");
-    RopeForward(stream_, q, shape.batch, shape.seq_len, model_.n_head, model_.head_dim(), qkv,
-                model_.rope_theta);
-    RopeForward(stream_, q + d, shape.batch, shape.seq_len, model_.n_kv_head, model_.head_dim(),
-                qkv, model_.rope_theta);
+    // The K heads follow the Q heads in each QKV row, so one launch rotates both.
+    RopeForward(stream_, Buf<bf16>(a + "qkv"), shape.batch, shape.seq_len,
+                model_.n_head + model_.n_kv_head, model_.head_dim(), qkv, model_.rope_theta);
     if (absl::Status s = Attention(l, shape, /*backward=*/false); !s.ok()) return s;
-    // The output projection lands in res_mid, then the residual is added in place.
-    if (absl::Status s =
-            Linear(Buf<bf16>(a + "attn"), n, p + "self_attn.o_proj.weight", res_mid, d, d);
+    // res_mid = res_in + o_proj(attn), the residual added by the GEMM.
+    if (absl::Status s = Linear(Buf<bf16>(a + "attn"), n, p + "self_attn.o_proj.weight", res_mid,
+                                d, d, res_in);
         !s.ok())
       return s;
-    ResidualAdd(stream_, res_mid, res_mid, res_in, n * d);
 
     RmsNormForward(stream_, Buf<bf16>(a + "ln2"), Buf<float>(a + "rstd2"), res_mid,
                    ParamF32(p + "post_attention_layernorm.weight"), n, d, model_.norm_eps);
@@ -868,10 +882,10 @@ absl::Status CudaEngine::Forward(const BatchShape& shape) {
         !s.ok())
       return s;
     SwiGluForward(stream_, Buf<bf16>(a + "h"), Buf<bf16>(a + "gate_up"), n, ff);
-    if (absl::Status s = Linear(Buf<bf16>(a + "h"), n, p + "mlp.down_proj.weight", res_out, d, ff);
+    if (absl::Status s =
+            Linear(Buf<bf16>(a + "h"), n, p + "mlp.down_proj.weight", res_out, d, ff, res_mid);
         !s.ok())
       return s;
-    ResidualAdd(stream_, res_out, res_out, res_mid, n * d);
   }
   RmsNormForward(stream_, Buf<bf16>("act.final.ln"), Buf<float>("act.final.rstd"),
                  Buf<bf16>("act.final.res"), ParamF32("model.norm.weight"), n, d,
@@ -952,9 +966,7 @@ absl::Status CudaEngine::Backward(const BatchShape& shape) {
         !s.ok())
       return s;
     if (absl::Status s = Attention(l, shape, /*backward=*/true); !s.ok()) return s;
-    RopeBackward(stream_, dwide, shape.batch, shape.seq_len, model_.n_head, model_.head_dim(),
-                 qkv, model_.rope_theta);
-    RopeBackward(stream_, dwide + d, shape.batch, shape.seq_len, model_.n_kv_head,
+    RopeBackward(stream_, dwide, shape.batch, shape.seq_len, model_.n_head + model_.n_kv_head,
                  model_.head_dim(), qkv, model_.rope_theta);
     if (absl::Status s = LinearBackward(dwide, Buf<bf16>(a + "ln1"), n,
                                         p + "self_attn.qkv_proj.weight", dln, qkv, d);

@@ -126,8 +126,9 @@ class CudaEngine : public Engine {
   absl::Status Backward(const BatchShape& shape);
   absl::Status Attention(int layer, const BatchShape& shape, bool backward);
   AttentionDims AttentionShape(const BatchShape& shape) const;
+  // y = x W^T, plus `residual` (same shape as y) when given.
   absl::Status Linear(const void* x, int64_t x_rows, const std::string& weight, void* y,
-                      int64_t out_features, int64_t in_features);
+                      int64_t out_features, int64_t in_features, const void* residual = nullptr);
   absl::Status LinearBackward(const void* dy, const void* x, int64_t rows,
                               const std::string& weight, void* dx, int64_t out_features,
                               int64_t in_features);
@@ -202,6 +203,8 @@ class CudaEngine : public Engine {
   uint8_t* fp8_active_ = nullptr;           // per tensor: its layer runs FP8 this step
   std::vector<void*> fp8_ws_;               // per layer, null when never FP8
   std::vector<size_t> fp8_ws_bytes_;
+  void* fp8_scratch_ = nullptr;  // shared by the layers (Fp8Linear's per-call scratch)
+  size_t fp8_scratch_bytes_ = 0;
   std::vector<std::unique_ptr<Fp8Linear>> fp8_linear_;  // per layer, built for fp8_m_
   int64_t fp8_m_ = 0;
   std::vector<bool> pass_fp8_;  // layers running FP8 in the pass in progress

@@ -64,23 +64,29 @@ void PerTensorCast(const T* in, int64_t rows, int64_t cols, Fp8Format format,
 
 }  // namespace
 
-// Pieces of the workspace in order: the six FP8 operands, then their scale_inv arrays (per
-// tensor: the transposed copy shares its tensor's single factor), then the current scales.
+// Pieces of the workspace in order: the FP8 operands that live from one call to the next
+// (Q(X)^T until the backward, the cached weight copies), their scale_inv arrays (per tensor: the
+// transposed copy shares its tensor's single factor), then the current scales. The operands used
+// only inside one call (Q(X) in the forward, Q(dY) and Q(dY)^T in the backward) are scratch:
+// in the workspace after those pieces, or in a buffer shared by every layer.
 struct Fp8Linear::Layout {
   enum Piece { kX, kXt, kW, kWt, kDy, kDyt, kPieces };
-  size_t data[kPieces];
+  static constexpr bool kScratch[kPieces] = {true, false, false, false, true, true};
+  size_t data[kPieces];  // offsets into the workspace, or into the scratch for kScratch pieces
   size_t scale_inv[kPieces];
   size_t current_scale;
-  size_t total;
+  size_t total;    // persistent bytes
+  size_t scratch;  // scratch bytes
 
   Layout(const GemmShape& s, const Fp8LinearOptions& o) {
     const int64_t m = s.m, n = s.n, k = s.k;
     // [rows, cols] of each operand, contraction along cols.
     const int64_t dims[kPieces][2] = {{m, k}, {k, m}, {n, k}, {k, n}, {m, n}, {n, m}};
-    size_t off = 0;
+    size_t off = 0, scratch_off = 0;
     for (int p = 0; p < kPieces; ++p) {
-      data[p] = off;
-      off += AlignUp(static_cast<size_t>(dims[p][0] * dims[p][1]));
+      size_t& at = kScratch[p] ? scratch_off : off;
+      data[p] = at;
+      at += AlignUp(static_cast<size_t>(dims[p][0] * dims[p][1]));
     }
     for (int p = 0; p < kPieces; ++p) {
       if (PerTensor(o.scaling) && p % 2 == 1) {
@@ -93,6 +99,7 @@ struct Fp8Linear::Layout {
     current_scale = off;
     off += AlignUp(sizeof(float) * kFp8LinearRoles);
     total = off;
+    scratch = scratch_off;
   }
 };
 
@@ -129,14 +136,21 @@ absl::StatusOr<Fp8LinearOptions> Fp8LinearOptionsFromRecipe(const RecipeConfig& 
       "recipe.kind bf16 is not an FP8 recipe; allowed: delayed, current, rowwise, blockwise");
 }
 
-size_t Fp8Linear::WorkspaceBytes(const GemmShape& shape, const Fp8LinearOptions& options) {
-  return Layout(shape, options).total;
+size_t Fp8Linear::WorkspaceBytes(const GemmShape& shape, const Fp8LinearOptions& options,
+                                 bool shared_scratch) {
+  const Layout layout(shape, options);
+  return layout.total + (shared_scratch ? 0 : layout.scratch);
+}
+
+size_t Fp8Linear::ScratchBytes(const GemmShape& shape, const Fp8LinearOptions& options) {
+  return Layout(shape, options).scratch;
 }
 
 absl::StatusOr<Fp8Linear> Fp8Linear::Create(Fp8GemmRunner* runner, const GemmShape& shape,
                                             const Fp8LinearOptions& options,
                                             const Fp8LinearScales& scales, void* workspace,
-                                            size_t workspace_bytes, Fp8CastStats* stats) {
+                                            size_t workspace_bytes, Fp8CastStats* stats,
+                                            void* scratch, size_t scratch_bytes) {
   const std::pair<const char*, int64_t> dims[] = {{"m", shape.m}, {"n", shape.n}, {"k", shape.k}};
   for (const auto& [name, v] : dims) {
     if (v <= 0 || v % 16 != 0) {
@@ -149,12 +163,18 @@ absl::StatusOr<Fp8Linear> Fp8Linear::Create(Fp8GemmRunner* runner, const GemmSha
     return absl::InvalidArgumentError("FP8 Linear runner, workspace and stats are required");
   }
   const Layout layout(shape, options);
-  if (workspace_bytes < layout.total) {
+  const size_t needed = layout.total + (scratch == nullptr ? layout.scratch : 0);
+  if (workspace_bytes < needed) {
     return absl::InvalidArgumentError(absl::StrCat("FP8 Linear workspace of ", workspace_bytes,
-                                                   " bytes; this shape needs ", layout.total));
+                                                   " bytes; this shape needs ", needed));
   }
-  if (reinterpret_cast<uintptr_t>(workspace) % kAlign != 0) {
-    return absl::InvalidArgumentError("FP8 Linear workspace must be 256-byte aligned");
+  if (scratch != nullptr && scratch_bytes < layout.scratch) {
+    return absl::InvalidArgumentError(absl::StrCat("FP8 Linear scratch of ", scratch_bytes,
+                                                   " bytes; this shape needs ", layout.scratch));
+  }
+  if (reinterpret_cast<uintptr_t>(workspace) % kAlign != 0 ||
+      reinterpret_cast<uintptr_t>(scratch) % kAlign != 0) {
+    return absl::InvalidArgumentError("FP8 Linear workspace and scratch must be 256-byte aligned");
   }
   if (options.scaling == Fp8LinearScaling::kDelayed &&
       (scales.input == nullptr || scales.weight == nullptr || scales.grad_output == nullptr)) {
@@ -168,9 +188,11 @@ absl::StatusOr<Fp8Linear> Fp8Linear::Create(Fp8GemmRunner* runner, const GemmSha
   l.scales_ = scales;
   l.stats_ = stats;
   auto* base = static_cast<uint8_t*>(workspace);
+  auto* scratch_base =
+      scratch != nullptr ? static_cast<uint8_t*>(scratch) : base + layout.total;
   Operand* ops[Layout::kPieces] = {&l.x_, &l.x_t_, &l.w_, &l.w_t_, &l.dy_, &l.dy_t_};
   for (int p = 0; p < Layout::kPieces; ++p) {
-    ops[p]->data = base + layout.data[p];
+    ops[p]->data = (Layout::kScratch[p] ? scratch_base : base) + layout.data[p];
     ops[p]->scale_inv = reinterpret_cast<float*>(base + layout.scale_inv[p]);
   }
   l.current_scale_ = reinterpret_cast<float*>(base + layout.current_scale);
@@ -217,7 +239,7 @@ Fp8GemmConfig Fp8Linear::GemmConfig(Fp8Format x_format, const Operand& x, const 
 }
 
 absl::Status Fp8Linear::Forward(const __nv_bfloat16* x, __nv_bfloat16* y, cudaStream_t stream,
-                                bool for_backward) {
+                                bool for_backward, const __nv_bfloat16* residual) {
   if (!weights_cast_) {
     return absl::FailedPreconditionError("FP8 Linear Forward before CastWeights");
   }
@@ -243,7 +265,8 @@ absl::Status Fp8Linear::Forward(const __nv_bfloat16* x, __nv_bfloat16* y, cudaSt
   // CUBLAS_STATUS_NOT_SUPPORTED at every shape (H100, 2026-11-22), so 1x128 blocks always use
   // split accumulation, which is also what block scaling needs for accuracy.
   c.fast_accum = options_.fast_accum_forward && options_.scaling != Fp8LinearScaling::kBlock1x128;
-  return runner_->Run(c, shape_, x_.data, w_.data, y, stream);
+  c.accumulate = residual != nullptr;
+  return runner_->Run(c, shape_, x_.data, w_.data, y, stream, residual);
 }
 
 absl::Status Fp8Linear::Backward(const __nv_bfloat16* dy, const __nv_bfloat16* x,

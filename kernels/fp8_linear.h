@@ -26,9 +26,12 @@
 // optimizer step share one weight cast. Call it after each optimizer update (and, for delayed
 // scaling, after the scale update) and before the first Forward of the step.
 //
-// Memory: every FP8 copy, scale array and per-call scratch lives in one caller-provided device
-// buffer of WorkspaceBytes(shape, options) bytes; Forward/Backward never allocate. The buffer
-// belongs to the layer (it holds the weight cache and the forward's Q(X)^T until the backward).
+// Memory: Forward/Backward never allocate. What must live from one call to the next (the weight
+// cache, the forward's Q(X)^T until the backward, the scale arrays) is in a caller-provided
+// workspace that belongs to the layer. What lives only inside one call (Q(X) in the forward,
+// Q(dY) and Q(dY)^T in the backward) is scratch: at the end of the workspace, or in a buffer
+// the caller shares between layers that run one after another on one stream, which keeps the
+// FP8 memory of a model to its saved activations and weight copies.
 //
 // Statistics: Forward writes the INPUT stats (forward layout), CastWeights the WEIGHT stats
 // (forward layout), Backward the GRAD_OUTPUT stats (dgrad layout), each an Fp8CastStats in
@@ -88,29 +91,36 @@ struct Fp8LinearScales {
 
 class Fp8Linear {
  public:
-  // Bytes of the buffer Create wants for the shape {m, n, k} (m tokens, n out features, k in
-  // features) and options; 256-byte aligned pieces.
-  static size_t WorkspaceBytes(const GemmShape& shape, const Fp8LinearOptions& options);
+  // Bytes of the workspace Create wants for the shape {m, n, k} (m tokens, n out features, k in
+  // features) and options; 256-byte aligned pieces. With `shared_scratch` the scratch is not
+  // included (the caller passes a separate scratch of ScratchBytes).
+  static size_t WorkspaceBytes(const GemmShape& shape, const Fp8LinearOptions& options,
+                               bool shared_scratch = false);
+  static size_t ScratchBytes(const GemmShape& shape, const Fp8LinearOptions& options);
 
-  // `runner` (not owned) runs the GEMMs; `workspace` holds WorkspaceBytes(shape, options) bytes
-  // and `stats` kFp8LinearRoles Fp8CastStats, both device memory the caller keeps alive.
+  // `runner` (not owned) runs the GEMMs; `workspace` holds WorkspaceBytes(shape, options,
+  // scratch != nullptr) bytes and `stats` kFp8LinearRoles Fp8CastStats, both device memory the
+  // caller keeps alive; `scratch`, when given, holds ScratchBytes(shape, options) bytes that
+  // other users may overwrite between this layer's calls.
   // INVALID_ARGUMENT when m, n or k is not a positive multiple of 16 (each is the contraction
   // dimension of one GEMM, and FP8 tensor cores want 16-byte rows), the workspace is too small
   // or a pointer is missing (delayed scaling needs all three scales).
   static absl::StatusOr<Fp8Linear> Create(Fp8GemmRunner* runner, const GemmShape& shape,
                                           const Fp8LinearOptions& options,
                                           const Fp8LinearScales& scales, void* workspace,
-                                          size_t workspace_bytes, Fp8CastStats* stats);
+                                          size_t workspace_bytes, Fp8CastStats* stats,
+                                          void* scratch = nullptr, size_t scratch_bytes = 0);
 
   // Casts W [n, k] (the BF16 copy, or the FP32 master) into the cached FP8 copies and writes
   // the WEIGHT stats.
   void CastWeights(const __nv_bfloat16* w, cudaStream_t stream);
   void CastWeights(const float* w, cudaStream_t stream);
 
-  // y [m, n] = Q(x) Q(W)^T from x [m, k]. With `for_backward`, also keeps what the backward
-  // needs from X (per tensor: Q(X)^T, written by the same cast). Needs CastWeights first.
+  // y [m, n] = Q(x) Q(W)^T (+ residual [m, n] when given, added in the GEMM's epilogue) from
+  // x [m, k]. With `for_backward`, also keeps what the backward needs from X (per tensor:
+  // Q(X)^T, written by the same cast). Needs CastWeights first.
   absl::Status Forward(const __nv_bfloat16* x, __nv_bfloat16* y, cudaStream_t stream,
-                       bool for_backward = true);
+                       bool for_backward = true, const __nv_bfloat16* residual = nullptr);
 
   // dx [m, k] = Q(dy) Q(W) (overwritten), dw [n, k] += Q(dy)^T Q(x) (FP32). `x` is the input
   // of the matching Forward (the block modes requantize it along the tokens). dx may be null

@@ -154,7 +154,7 @@ absl::StatusOr<const GemmRunner::Plan*> GemmRunner::GetPlan(const GemmConfig& c,
 }
 
 absl::Status GemmRunner::Run(const GemmConfig& c, const GemmShape& s, const void* a,
-                             const void* b, void* d, cudaStream_t stream) {
+                             const void* b, void* d, cudaStream_t stream, const void* c_ptr) {
   absl::StatusOr<const Plan*> plan = GetPlan(c, s);
   if (!plan.ok()) return plan.status();
   const Plan& p = **plan;
@@ -169,8 +169,10 @@ absl::Status GemmRunner::Run(const GemmConfig& c, const GemmShape& s, const void
     cublasLtMatmulDescSetAttribute(p.op, CUBLASLT_MATMUL_DESC_D_SCALE_POINTER, &c.d_scale,
                                    sizeof(c.d_scale));
   }
-  LT_RETURN_IF_ERROR(cublasLtMatmul(handle_, p.op, &c.alpha, b, p.first, a, p.second, &c.beta, d,
-                               p.out, d, p.out, &p.algo, workspace_, workspace_bytes_, stream));
+  const void* c_in = c_ptr != nullptr ? c_ptr : d;
+  LT_RETURN_IF_ERROR(cublasLtMatmul(handle_, p.op, &c.alpha, b, p.first, a, p.second, &c.beta,
+                                    c_in, p.out, d, p.out, &p.algo, workspace_, workspace_bytes_,
+                                    stream));
   return absl::OkStatus();
 }
 

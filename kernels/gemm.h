@@ -77,10 +77,12 @@ class GemmRunner {
   GemmRunner(const GemmRunner&) = delete;
   GemmRunner& operator=(const GemmRunner&) = delete;
 
-  // D = alpha * op(A) op(B) + beta * D (C is D: in place accumulation). Builds and caches the
-  // plan on first use of a shape; INTERNAL with the cuBLASLt status when no algorithm fits.
+  // D = alpha * op(A) op(B) + beta * C, where C is D (in place accumulation) unless `c` is
+  // given (same type and layout as D; e.g. the residual stream added in the GEMM's epilogue).
+  // Builds and caches the plan on first use of a shape; INTERNAL with the cuBLASLt status when
+  // no algorithm fits.
   absl::Status Run(const GemmConfig& config, const GemmShape& shape, const void* a, const void* b,
-                   void* d, cudaStream_t stream);
+                   void* d, cudaStream_t stream, const void* c = nullptr);
 
   size_t cached_plans() const { return plans_.size(); }
 

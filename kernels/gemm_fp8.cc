@@ -170,7 +170,8 @@ absl::StatusOr<const Fp8GemmRunner::Plan*> Fp8GemmRunner::GetPlan(const Fp8GemmC
 }
 
 absl::Status Fp8GemmRunner::Run(const Fp8GemmConfig& c, const GemmShape& s, const uint8_t* x,
-                                const uint8_t* w, void* y, cudaStream_t stream) {
+                                const uint8_t* w, void* y, cudaStream_t stream,
+                                const void* c_ptr) {
   if (absl::Status v = Validate(c, s); !v.ok()) return v;
   absl::StatusOr<const Plan*> plan = GetPlan(c, s);
   if (!plan.ok()) return plan.status();
@@ -183,7 +184,8 @@ absl::Status Fp8GemmRunner::Run(const Fp8GemmConfig& c, const GemmShape& s, cons
       p.op, CUBLASLT_MATMUL_DESC_B_SCALE_POINTER, &c.x_scale_inv, sizeof(c.x_scale_inv)));
   const float beta = c.accumulate ? 1.f : 0.f;
   CUBLAS_RETURN_IF_ERROR(cublasLtMatmul(handle_, p.op, &c.alpha, w, p.w_layout, x, p.x_layout,
-                                        &beta, y, p.y_layout, y, p.y_layout, &p.algo, workspace_,
+                                        &beta, c_ptr != nullptr ? c_ptr : y, p.y_layout, y,
+                                        p.y_layout, &p.algo, workspace_,
                                         workspace_bytes_, stream));
   return absl::OkStatus();
 }

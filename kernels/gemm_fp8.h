@@ -89,8 +89,10 @@ class Fp8GemmRunner {
   // (FP8 tensor cores need 16-byte aligned rows of X, W and Y) or missing scale pointers;
   // FAILED_PRECONDITION or INTERNAL with the cuBLASLt status when the library has no algorithm
   // (e.g. no FP8 on this GPU). A vocabulary-sized LM head (n = 50257) therefore stays BF16.
+  // With `accumulate`, C is Y unless `c` is given (same type and layout as Y): Y = product + C,
+  // e.g. the residual stream added in the epilogue.
   absl::Status Run(const Fp8GemmConfig& config, const GemmShape& shape, const uint8_t* x,
-                   const uint8_t* w, void* y, cudaStream_t stream);
+                   const uint8_t* w, void* y, cudaStream_t stream, const void* c = nullptr);
 
   size_t cached_plans() const { return plans_.size(); }
 

@@ -359,6 +359,105 @@ TEST_F(GpuFp8LinearTest, CachedWeightsServeTwoMicroBatchesAndDwAccumulates) {
   }
 }
 
+// Two layers sharing one scratch, called as a model calls them (A forward, B forward, B backward,
+// A backward: B's calls overwrite the scratch between A's), give byte for byte what A gives with
+// the scratch inside its own workspace.
+TEST_F(GpuFp8LinearTest, SharedScratchBetweenLayersGivesTheSameBytes) {
+  const Case cases[] = {MakeCase(Fp8LinearScaling::kDelayed, Fp8Format::kE5M2),
+                        MakeCase(Fp8LinearScaling::kCurrent, Fp8Format::kE5M2),
+                        MakeCase(Fp8LinearScaling::kRowwise, Fp8Format::kE4M3),
+                        MakeCase(Fp8LinearScaling::kBlock1x128, Fp8Format::kE5M2)};
+  const GemmShape sa{128, 256, 384}, sb{128, 384, 256};
+  uint64_t seed = 12000;
+  for (const Case& c : cases) {
+    SCOPED_TRACE(c.name);
+    const HostLayer ha = MakeLayer(sa, c.options.grad_format, seed += 100);
+    const HostLayer hb = MakeLayer(sb, c.options.grad_format, seed += 100);
+    DeviceBuffer<float> scales(std::vector<float>{ha.scales.input, ha.scales.weight,
+                                                  ha.scales.grad_output, hb.scales.input,
+                                                  hb.scales.weight, hb.scales.grad_output});
+    DeviceBuffer<Fp8CastStats> stats(2 * kFp8LinearRoles);
+    const size_t scratch_bytes =
+        std::max(Fp8Linear::ScratchBytes(sa, c.options), Fp8Linear::ScratchBytes(sb, c.options));
+    ASSERT_GT(scratch_bytes, 0u);
+    ASSERT_LT(Fp8Linear::WorkspaceBytes(sa, c.options, /*shared_scratch=*/true),
+              Fp8Linear::WorkspaceBytes(sa, c.options));
+    DeviceBuffer<uint8_t> scratch(scratch_bytes);
+    DeviceBuffer<uint8_t> ws_a(Fp8Linear::WorkspaceBytes(sa, c.options, true));
+    DeviceBuffer<uint8_t> ws_b(Fp8Linear::WorkspaceBytes(sb, c.options, true));
+    DeviceBuffer<uint8_t> ws_alone(Fp8Linear::WorkspaceBytes(sa, c.options));
+    auto a = Fp8Linear::Create(runner_.get(), sa, c.options,
+                               {scales.get(), scales.get() + 1, scales.get() + 2}, ws_a.get(),
+                               ws_a.size(), stats.get(), scratch.get(), scratch.size());
+    auto b = Fp8Linear::Create(runner_.get(), sb, c.options,
+                               {scales.get() + 3, scales.get() + 4, scales.get() + 5},
+                               ws_b.get(), ws_b.size(), stats.get() + kFp8LinearRoles,
+                               scratch.get(), scratch.size());
+    auto alone = Fp8Linear::Create(runner_.get(), sa, c.options,
+                                   {scales.get(), scales.get() + 1, scales.get() + 2},
+                                   ws_alone.get(), ws_alone.size(), stats.get());
+    ASSERT_TRUE(a.ok()) << a.status();
+    ASSERT_TRUE(b.ok()) << b.status();
+    ASSERT_TRUE(alone.ok()) << alone.status();
+
+    DeviceBuffer<__nv_bfloat16> wa(ToBf16(ha.w)), xa(ToBf16(ha.x[0])), dya(ToBf16(ha.dy[0]));
+    DeviceBuffer<__nv_bfloat16> wb(ToBf16(hb.w)), xb(ToBf16(hb.x[0])), dyb(ToBf16(hb.dy[0]));
+    DeviceBuffer<__nv_bfloat16> ya(static_cast<size_t>(sa.m * sa.n)),
+        dxa(static_cast<size_t>(sa.m * sa.k)), yb(static_cast<size_t>(sb.m * sb.n)),
+        dxb(static_cast<size_t>(sb.m * sb.k)), y1(static_cast<size_t>(sa.m * sa.n)),
+        dx1(static_cast<size_t>(sa.m * sa.k));
+    DeviceBuffer<float> dwa(ha.dw0), dwb(hb.dw0), dw1(ha.dw0);
+
+    alone->CastWeights(wa.get(), nullptr);
+    FP8D_EXPECT_OK_OR_RETURN(alone->Forward(xa.get(), y1.get(), nullptr));
+    FP8D_EXPECT_OK_OR_RETURN(alone->Backward(dya.get(), xa.get(), dx1.get(), dw1.get(), nullptr));
+
+    a->CastWeights(wa.get(), nullptr);
+    b->CastWeights(wb.get(), nullptr);
+    FP8D_EXPECT_OK_OR_RETURN(a->Forward(xa.get(), ya.get(), nullptr));
+    FP8D_EXPECT_OK_OR_RETURN(b->Forward(xb.get(), yb.get(), nullptr));
+    FP8D_EXPECT_OK_OR_RETURN(b->Backward(dyb.get(), xb.get(), dxb.get(), dwb.get(), nullptr));
+    FP8D_EXPECT_OK_OR_RETURN(a->Backward(dya.get(), xa.get(), dxa.get(), dwa.get(), nullptr));
+
+    EXPECT_TRUE(::fp8d::testing::SameBytes(ya.Download(), y1.Download())) << "Y";
+    EXPECT_TRUE(::fp8d::testing::SameBytes(dxa.Download(), dx1.Download())) << "dX";
+    EXPECT_TRUE(::fp8d::testing::SameBytes(dwa.Download(), dw1.Download())) << "dW";
+  }
+}
+
+// Forward with a residual adds it in the GEMM's epilogue: Y + R up to the BF16 rounding of Y,
+// for every scaling (each is its own cuBLASLt plan with beta = 1).
+TEST_F(GpuFp8LinearTest, ForwardAddsTheResidualInTheEpilogue) {
+  const Case cases[] = {MakeCase(Fp8LinearScaling::kDelayed, Fp8Format::kE5M2),
+                        MakeCase(Fp8LinearScaling::kCurrent, Fp8Format::kE5M2),
+                        MakeCase(Fp8LinearScaling::kRowwise, Fp8Format::kE4M3),
+                        MakeCase(Fp8LinearScaling::kBlock1x128, Fp8Format::kE5M2)};
+  const GemmShape s{256, 768, 768};
+  uint64_t seed = 14000;
+  for (const Case& c : cases) {
+    SCOPED_TRACE(c.name);
+    const HostLayer h = MakeLayer(s, c.options.grad_format, seed += 100);
+    const std::vector<float> r = RandomOperand(s.m, s.n, seed + 7);
+    DeviceBuffer<float> scales(std::vector<float>{h.scales.input, h.scales.weight,
+                                                  h.scales.grad_output});
+    DeviceBuffer<uint8_t> workspace(Fp8Linear::WorkspaceBytes(s, c.options));
+    DeviceBuffer<Fp8CastStats> stats(kFp8LinearRoles);
+    auto layer = Fp8Linear::Create(runner_.get(), s, c.options,
+                                   {scales.get(), scales.get() + 1, scales.get() + 2},
+                                   workspace.get(), workspace.size(), stats.get());
+    ASSERT_TRUE(layer.ok()) << layer.status();
+    DeviceBuffer<__nv_bfloat16> w(ToBf16(h.w)), x(ToBf16(h.x[0])), res(ToBf16(r));
+    DeviceBuffer<__nv_bfloat16> y(static_cast<size_t>(s.m * s.n)),
+        y_res(static_cast<size_t>(s.m * s.n));
+    layer->CastWeights(w.get(), nullptr);
+    FP8D_EXPECT_OK_OR_RETURN(layer->Forward(x.get(), y.get(), nullptr));
+    FP8D_EXPECT_OK_OR_RETURN(layer->Forward(x.get(), y_res.get(), nullptr, true, res.get()));
+    std::vector<float> want = ToFloat(y.Download());
+    for (size_t i = 0; i < want.size(); ++i) want[i] += r[i];
+    EXPECT_TRUE(AllClose(ToFloat(y_res.Download()), want, kBf16OutRelTol, kBf16OutAbsFraction));
+  }
+}
+
 // CastWeights from the FP32 master gives the same FP8 weights as from its BF16 copy when the
 // master holds BF16 values, so the forward output is identical byte for byte.
 TEST_F(GpuFp8LinearTest, Fp32MasterWeightsCastLikeTheirBf16Copy) {

@@ -35,13 +35,15 @@ struct GemmCase {
   bool trans_a, trans_b;
   bool f32_out;
   bool accumulate;
+  bool separate_c = false;  // with accumulate: C is its own buffer (D = AB + C), D poisoned
 };
 
 std::string Name(const testing::TestParamInfo<GemmCase>& info) {
   const GemmCase& c = info.param;
   return "m" + std::to_string(c.m) + "n" + std::to_string(c.n) + "k" + std::to_string(c.k) +
          (c.trans_a ? "_TA" : "_NA") + (c.trans_b ? "_TB" : "_NB") +
-         (c.f32_out ? "_F32" : "_BF16") + (c.accumulate ? "_acc" : "");
+         (c.f32_out ? "_F32" : "_BF16") + (c.accumulate ? "_acc" : "") +
+         (c.separate_c ? "_sepC" : "");
 }
 
 class GemmTest : public testing::TestWithParam<GemmCase> {};
@@ -69,7 +71,7 @@ TEST_P(GemmTest, MatchesCpuProduct) {
     for (float& p : prior) p = dist(gen);
 
   const size_t elem = c.f32_out ? 4 : 2;
-  void *da, *db, *dd, *ws;
+  void *da, *db, *dd, *ws, *dc = nullptr;
   ASSERT_EQ(cudaMalloc(&da, a.size() * 2), cudaSuccess);
   ASSERT_EQ(cudaMalloc(&db, b.size() * 2), cudaSuccess);
   ASSERT_EQ(cudaMalloc(&dd, c.m * c.n * elem), cudaSuccess);
@@ -87,6 +89,11 @@ TEST_P(GemmTest, MatchesCpuProduct) {
       }
       cudaMemcpy(dd, pb.data(), pb.size() * 2, cudaMemcpyHostToDevice);
     }
+    if (c.separate_c) {  // the prior moves to its own buffer; D must be fully written
+      ASSERT_EQ(cudaMalloc(&dc, c.m * c.n * elem), cudaSuccess);
+      cudaMemcpy(dc, dd, c.m * c.n * elem, cudaMemcpyDeviceToDevice);
+      cudaMemset(dd, 0xFF, c.m * c.n * elem);
+    }
   } else {
     cudaMemset(dd, 0xFF, c.m * c.n * elem);  // NaN in both BF16 and FP32
   }
@@ -98,7 +105,7 @@ TEST_P(GemmTest, MatchesCpuProduct) {
   cfg.trans_b = c.trans_b;
   cfg.c_type = c.f32_out ? CUDA_R_32F : CUDA_R_16BF;
   cfg.beta = c.accumulate ? 1.f : 0.f;
-  ASSERT_TRUE((*runner)->Run(cfg, {c.m, c.n, c.k}, da, db, dd, nullptr).ok());
+  ASSERT_TRUE((*runner)->Run(cfg, {c.m, c.n, c.k}, da, db, dd, nullptr, dc).ok());
   ASSERT_EQ(cudaDeviceSynchronize(), cudaSuccess);
 
   std::vector<float> got(c.m * c.n);
@@ -126,7 +133,7 @@ TEST_P(GemmTest, MatchesCpuProduct) {
     }
   }
   EXPECT_EQ(bad, 0);
-  cudaFree(da), cudaFree(db), cudaFree(dd), cudaFree(ws);
+  cudaFree(da), cudaFree(db), cudaFree(dd), cudaFree(ws), cudaFree(dc);
 }
 
 std::vector<GemmCase> Cases() {
@@ -140,6 +147,7 @@ std::vector<GemmCase> Cases() {
     out.push_back({m, n, k, true, false, true, true});   // weight gradient: FP32, accumulate
     out.push_back({m, n, k, false, true, true, false});
     out.push_back({m, n, k, false, false, false, true});
+    out.push_back({m, n, k, false, true, false, true, true});  // Linear + residual epilogue
   }
   return out;
 }
