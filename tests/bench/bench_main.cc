@@ -7,6 +7,8 @@
 // the GPU (989 TFLOP/s for H100 SXM).
 //
 //   fp8d-bench                       # 124m B16xT1024 and 1b B8xT2048, BF16
+//   fp8d-bench --recipe bf16,delayed,current,rowwise,blockwise   # each recipe in turn
+//   fp8d-bench --recipe delayed --min-gemm-dim 1024              # policy.min_gemm_dim
 //   fp8d-bench --model 124m --batch 16 --seq 1024 --steps 20 --warmup 5
 //   fp8d-bench --attention cudnn       # cuDNN flash attention forward and backward (default)
 //   fp8d-bench --attention cudnn-fwd   # cuDNN forward, reference-kernel backward
@@ -20,6 +22,7 @@
 #include <string>
 #include <vector>
 
+#include "absl/strings/str_split.h"
 #include "core/engine.h"
 #include "core/model_config.h"
 #include "core/recipe_config.h"
@@ -37,6 +40,21 @@ struct BenchCase {
   int seq;
 };
 
+// "delayed,current" -> recipes with the default policy (plus --min-gemm-dim).
+absl::StatusOr<std::vector<fp8d::RecipeConfig>> ParseRecipes(const std::string& list,
+                                                            int min_gemm_dim) {
+  std::vector<fp8d::RecipeConfig> out;
+  for (absl::string_view name : absl::StrSplit(list, ',')) {
+    fp8d::v1::Recipe proto;
+    proto.set_name(std::string(name));
+    if (min_gemm_dim > 0) proto.mutable_policy()->set_min_gemm_dim(min_gemm_dim);
+    absl::StatusOr<fp8d::RecipeConfig> r = fp8d::ResolveRecipe(proto);
+    if (!r.ok()) return r.status();
+    out.push_back(*r);
+  }
+  return out;
+}
+
 // What ran the attention forward and backward.
 const char* AttentionLabel(const fp8d::kernels::CudaEngine& e,
                            const fp8d::kernels::CudaEngineOptions& options) {
@@ -45,7 +63,7 @@ const char* AttentionLabel(const fp8d::kernels::CudaEngine& e,
   return "cudnn-fwd+reference-bwd";
 }
 
-int RunCase(const BenchCase& c, int steps, int warmup,
+int RunCase(const BenchCase& c, const fp8d::RecipeConfig& recipe, int steps, int warmup,
             fp8d::kernels::CudaEngineOptions options) {
   fp8d::v1::ModelConfig proto;
   proto.set_preset(c.model);
@@ -54,7 +72,6 @@ int RunCase(const BenchCase& c, int steps, int warmup,
     std::fprintf(stderr, "%s\n", std::string(model.status().message()).c_str());
     return 2;
   }
-  fp8d::RecipeConfig recipe;  // bf16
   const auto t_create = std::chrono::steady_clock::now();
   auto engine = fp8d::kernels::CudaEngine::Create(*model, recipe, /*seed=*/1, c.batch, c.seq,
                                                   options);
@@ -99,6 +116,7 @@ int RunCase(const BenchCase& c, int steps, int warmup,
   const double secs = std::chrono::duration<double>(std::chrono::steady_clock::now() - t0).count();
   size_t free_b = 0, total_b = 0;
   cudaMemGetInfo(&free_b, &total_b);
+  const fp8d::LayerPlan plan = (*engine)->PlanLayers(warmup + steps);
 
   const fp8d::DeviceInfo& dev = (*engine)->device();
   const double peak = dev.peak_bf16_tflops > 0 ? dev.peak_bf16_tflops : kDefaultPeakTflops;
@@ -107,12 +125,13 @@ int RunCase(const BenchCase& c, int steps, int warmup,
   const double flops_per_token = model->TrainFlopsPerToken(c.seq);
   const double tflops = tok_s * flops_per_token / 1e12;
   std::printf(
-      "bench model=%s recipe=bf16 batch=%d seq=%d params=%.1fM gpu=\"%s\" attention=%s "
-      "steps=%d warmup=%d\n"
+      "bench model=%s recipe=%s fp8_layers=%d/%zu batch=%d seq=%d params=%.1fM gpu=\"%s\" "
+      "attention=%s steps=%d warmup=%d\n"
       "  step_time_ms=%.2f tokens_per_s=%.0f model_tflops=%.1f mfu=%.1f%% (peak %.0f TFLOP/s)\n"
       "  flops_per_token=%.4g (6N=%.4g + attention) peak_mem_gib=%.2f (plan %.2f GiB, "
       "device used %.2f of %.2f GiB) create_s=%.1f loss %.4f -> %.4f\n",
-      c.model.c_str(), c.batch, c.seq, model->ParamCount() / 1e6, dev.name.c_str(),
+      c.model.c_str(), std::string(fp8d::RecipeKindName(recipe.kind)).c_str(), plan.fp8_count(),
+      plan.layers.size(), c.batch, c.seq, model->ParamCount() / 1e6, dev.name.c_str(),
       AttentionLabel(**engine, options), steps, warmup,
       step_ms, tok_s, tflops, 100.0 * tflops / peak, peak, flops_per_token,
       6.0 * model->MatmulParamCount(), (*engine)->MemoryBytes() / double(1 << 30),
@@ -130,7 +149,8 @@ int RunCase(const BenchCase& c, int steps, int warmup,
 int main(int argc, char** argv) {
   std::vector<BenchCase> cases;
   BenchCase one{"", 0, 0};
-  int steps = 20, warmup = 5;
+  int steps = 20, warmup = 5, min_gemm_dim = 0;
+  std::string recipe_list = "bf16";
   fp8d::kernels::CudaEngineOptions options;
   for (int i = 1; i < argc; ++i) {
     auto next = [&](const char* flag) -> const char* {
@@ -145,6 +165,8 @@ int main(int argc, char** argv) {
     else if (!std::strcmp(argv[i], "--seq")) one.seq = std::atoi(next("--seq"));
     else if (!std::strcmp(argv[i], "--steps")) steps = std::atoi(next("--steps"));
     else if (!std::strcmp(argv[i], "--warmup")) warmup = std::atoi(next("--warmup"));
+    else if (!std::strcmp(argv[i], "--recipe")) recipe_list = next("--recipe");
+    else if (!std::strcmp(argv[i], "--min-gemm-dim")) min_gemm_dim = std::atoi(next("--min-gemm-dim"));
     else if (!std::strcmp(argv[i], "--attention")) {
       const std::string a = next("--attention");
       if (a != "cudnn" && a != "cudnn-fwd" && a != "reference") {
@@ -158,6 +180,7 @@ int main(int argc, char** argv) {
     else {
       std::fprintf(stderr,
                    "usage: fp8d-bench [--model NAME --batch B --seq T] [--steps N] [--warmup N] "
+                   "[--recipe NAME[,NAME...]] [--min-gemm-dim N] "
                    "[--attention cudnn|cudnn-fwd|reference]\n");
       return 2;
     }
@@ -175,7 +198,15 @@ int main(int argc, char** argv) {
   } else {
     cases = {{"124m", 16, 1024}, {"1b", 8, 2048}};
   }
+  absl::StatusOr<std::vector<fp8d::RecipeConfig>> recipes =
+      ParseRecipes(recipe_list, min_gemm_dim);
+  if (!recipes.ok()) {
+    std::fprintf(stderr, "--recipe: %s\n", std::string(recipes.status().message()).c_str());
+    return 2;
+  }
   int rc = 0;
-  for (const BenchCase& c : cases) rc |= RunCase(c, steps, warmup, options);
+  for (const BenchCase& c : cases) {
+    for (const fp8d::RecipeConfig& r : *recipes) rc |= RunCase(c, r, steps, warmup, options);
+  }
   return rc;
 }
