@@ -20,13 +20,31 @@ const char* TypeName(cudaDataType_t t) {
   }
 }
 
-cublasLtMatmulMatrixScale_t LtScaleMode(Fp8ScaleMode mode) {
+const char* ScaleModeName(Fp8ScaleMode mode) {
+  switch (mode) {
+    case Fp8ScaleMode::kTensor: return "tensor (SCALAR_32F)";
+    case Fp8ScaleMode::kRowwise: return "rowwise (OUTER_VEC_32F)";
+    case Fp8ScaleMode::kBlock1x128: return "1x128 (VEC128_32F)";
+    case Fp8ScaleMode::kBlock128x128: return "128x128 (W BLK128x128_32F, X VEC128_32F)";
+  }
+  return "unsupported";
+}
+
+// The scale mode of W (cuBLASLt's A) and of X (its B); they differ only for 128x128 weight tiles,
+// where the activations keep 1x128 blocks.
+cublasLtMatmulMatrixScale_t LtWeightScaleMode(Fp8ScaleMode mode) {
   switch (mode) {
     case Fp8ScaleMode::kRowwise: return CUBLASLT_MATMUL_MATRIX_SCALE_OUTER_VEC_32F;
     case Fp8ScaleMode::kBlock1x128: return CUBLASLT_MATMUL_MATRIX_SCALE_VEC128_32F;
+    case Fp8ScaleMode::kBlock128x128: return CUBLASLT_MATMUL_MATRIX_SCALE_BLK128x128_32F;
     case Fp8ScaleMode::kTensor: break;
   }
   return CUBLASLT_MATMUL_MATRIX_SCALE_SCALAR_32F;
+}
+
+cublasLtMatmulMatrixScale_t LtActivationScaleMode(Fp8ScaleMode mode) {
+  return mode == Fp8ScaleMode::kBlock128x128 ? CUBLASLT_MATMUL_MATRIX_SCALE_VEC128_32F
+                                              : LtWeightScaleMode(mode);
 }
 
 absl::Status Validate(const Fp8GemmConfig& c, const GemmShape& s) {
@@ -125,11 +143,12 @@ absl::StatusOr<const Fp8GemmRunner::Plan*> Fp8GemmRunner::GetPlan(const Fp8GemmC
                                                         &fast, sizeof(fast)));
   if (c.scale_mode != Fp8ScaleMode::kTensor) {
     // The mode changes which kernels qualify, so it is set before the heuristic runs.
-    const int32_t mode = static_cast<int32_t>(LtScaleMode(c.scale_mode));
+    const int32_t w_mode = static_cast<int32_t>(LtWeightScaleMode(c.scale_mode));
+    const int32_t x_mode = static_cast<int32_t>(LtActivationScaleMode(c.scale_mode));
     CUBLAS_RETURN_IF_ERROR(cublasLtMatmulDescSetAttribute(
-        plan->op, CUBLASLT_MATMUL_DESC_A_SCALE_MODE, &mode, sizeof(mode)));
+        plan->op, CUBLASLT_MATMUL_DESC_A_SCALE_MODE, &w_mode, sizeof(w_mode)));
     CUBLAS_RETURN_IF_ERROR(cublasLtMatmulDescSetAttribute(
-        plan->op, CUBLASLT_MATMUL_DESC_B_SCALE_MODE, &mode, sizeof(mode)));
+        plan->op, CUBLASLT_MATMUL_DESC_B_SCALE_MODE, &x_mode, sizeof(x_mode)));
   }
   // Placeholder scale pointers so the heuristic sees a scaled GEMM; Run sets the real ones.
   CUBLAS_RETURN_IF_ERROR(cublasLtMatmulDescSetAttribute(
@@ -156,7 +175,7 @@ absl::StatusOr<const Fp8GemmRunner::Plan*> Fp8GemmRunner::GetPlan(const Fp8GemmC
     const std::string msg = absl::StrCat(
         "cuBLASLt has no FP8 algorithm for m=", s.m, " n=", s.n, " k=", s.k, " x ",
         TypeName(c.x_type), " w ", TypeName(c.w_type), " out ", TypeName(c.out_type),
-        " scale_mode ", static_cast<int>(c.scale_mode), " fast_accum ", c.fast_accum,
+        " scale_mode ", ScaleModeName(c.scale_mode), " fast_accum ", c.fast_accum,
         " accumulate ", c.accumulate, ": ", cublasLtGetStatusName(hs));
     if (hs == CUBLAS_STATUS_NOT_SUPPORTED || hs == CUBLAS_STATUS_ARCH_MISMATCH || found == 0) {
       return absl::FailedPreconditionError(msg);

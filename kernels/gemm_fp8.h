@@ -19,7 +19,11 @@
 //  - kTensor  (SCALAR_32F): one float each for X and W;
 //  - kRowwise (OUTER_VEC_32F): x_scale_inv[m] per row of X, w_scale_inv[n] per row of W;
 //  - kBlock1x128 (VEC128_32F on both): one float per 128 elements along k, block kb of row r at
-//    [kb * rows + r] (rows = m for X, n for W), the layout checked on the H100 (../shared/GPU.md).
+//    [kb * rows + r] (rows = m for X, n for W), the layout checked on the H100 (../shared/GPU.md);
+//  - kBlock128x128 (BLK128x128_32F for W, VEC128_32F for X): W has one float per 128x128 tile in
+//    the layout kCublasLtTileScaleLayout of fp8_block128.cuh (written by Block128x128CastToFp8;
+//    tests/gpu/gemm_fp8_block128_test.cu checks it on the GPU), X is 1x128 as above. This is the
+//    blockwise recipe with 128x128 weight blocks.
 // Types: E4M3 x E4M3 (forward) or one E5M2 operand with one E4M3 (HYBRID gradients, either order);
 // E5M2 x E5M2 has no Hopper kernel. Output BF16, or FP32 for weight gradients accumulated over
 // micro-batches (accumulate = true: beta = 1, C is Y). Accumulation in FP32; fast_accum selects
@@ -44,7 +48,7 @@
 
 namespace fp8d::kernels {
 
-enum class Fp8ScaleMode { kTensor, kRowwise, kBlock1x128 };
+enum class Fp8ScaleMode { kTensor, kRowwise, kBlock1x128, kBlock128x128 };
 
 struct Fp8GemmConfig {
   cudaDataType_t x_type = CUDA_R_8F_E4M3;  // CUDA_R_8F_E4M3 or CUDA_R_8F_E5M2
