@@ -22,6 +22,7 @@
 #include "kernels/cross_entropy.cuh"
 #include "kernels/cuda_check.h"
 #include "kernels/delayed_scaling.cuh"
+#include "kernels/fp8_fused.cuh"
 #include "kernels/fp8_step_stats.cuh"
 #include "kernels/embedding.cuh"
 #include "kernels/grad_norm.cuh"
@@ -457,7 +458,7 @@ absl::Status CudaEngine::SetRecipe(const RecipeConfig& recipe,
 LayerPlan CudaEngine::PlanLayers(int64_t step) const {
   const int64_t m = int64_t{max_batch_} * max_seq_len_;
   // The same automatic size threshold as the CPU engine, so both plan the same layers.
-  LayerPlan plan = PlanFp8Layers(model_, recipe_, step, m, AutoMinGemmDim(recipe_.kind));
+  LayerPlan plan = PlanFp8Layers(model_, recipe_, step, m, AutoMinGemmVolume(recipe_.kind));
   // The GPU's own rules (see the class comment).
   for (size_t i = 0; i < plan.layers.size(); ++i) {
     if (!plan.fp8[i]) continue;
@@ -788,6 +789,17 @@ absl::Status CudaEngine::LinearBackward(const void* dy, const void* x, int64_t r
   return gemm_->Run(w, {out_features, in_features, rows}, dy, x, Grad(weight), stream_);
 }
 
+Fp8Linear* CudaEngine::FusedFp8Layer(const std::string& weight, int64_t rows,
+                                     int64_t cols) const {
+  if (!options_.fuse_fp8_casts) return nullptr;
+  const int layer = Fp8LayerOf(weight);
+  if (layer < 0 || !pass_fp8_[layer] || !fp8_linear_[layer]->TakesQuantizedOperands() ||
+      !FusedFp8CastFits(rows, cols)) {
+    return nullptr;
+  }
+  return fp8_linear_[layer].get();
+}
+
 // ---------------------------------------------------------------------------------------------
 // Forward
 
@@ -859,12 +871,19 @@ absl::Status CudaEngine::Forward(const BatchShape& shape) {
     bf16* res_mid = Buf<bf16>(a + "res_mid");
     bf16* res_out = Buf<bf16>(next);
 
-    RmsNormForward(stream_, Buf<bf16>(a + "ln1"), Buf<float>(a + "rstd1"), res_in,
-                   ParamF32(p + "input_layernorm.weight"), n, d, model_.norm_eps);
-    if (absl::Status s = Linear(Buf<bf16>(a + "ln1"), n, p + "self_attn.qkv_proj.weight",
-                                Buf<bf16>(a + "qkv"), qkv, d);
-        !s.ok())
-      return s;
+    if (Fp8Linear* f = FusedFp8Layer(p + "self_attn.qkv_proj.weight", n, d)) {
+      RmsNormForwardToFp8(stream_, Buf<float>(a + "rstd1"), res_in,
+                          ParamF32(p + "input_layernorm.weight"), n, d, model_.norm_eps,
+                          f->InputTarget(pass_for_backward_));
+      if (absl::Status s = f->ForwardQuantized(Buf<bf16>(a + "qkv"), stream_); !s.ok()) return s;
+    } else {
+      RmsNormForward(stream_, Buf<bf16>(a + "ln1"), Buf<float>(a + "rstd1"), res_in,
+                     ParamF32(p + "input_layernorm.weight"), n, d, model_.norm_eps);
+      if (absl::Status s = Linear(Buf<bf16>(a + "ln1"), n, p + "self_attn.qkv_proj.weight",
+                                  Buf<bf16>(a + "qkv"), qkv, d);
+          !s.ok())
+        return s;
+    }
     // The K heads follow the Q heads in each QKV row, so one launch rotates both.
     RopeForward(stream_, Buf<bf16>(a + "qkv"), shape.batch, shape.seq_len,
                 model_.n_head + model_.n_kv_head, model_.head_dim(), qkv, model_.rope_theta);
@@ -875,17 +894,32 @@ absl::Status CudaEngine::Forward(const BatchShape& shape) {
         !s.ok())
       return s;
 
-    RmsNormForward(stream_, Buf<bf16>(a + "ln2"), Buf<float>(a + "rstd2"), res_mid,
-                   ParamF32(p + "post_attention_layernorm.weight"), n, d, model_.norm_eps);
-    if (absl::Status s = Linear(Buf<bf16>(a + "ln2"), n, p + "mlp.gate_up_proj.weight",
-                                Buf<bf16>(a + "gate_up"), 2 * int64_t{ff}, d);
-        !s.ok())
-      return s;
-    SwiGluForward(stream_, Buf<bf16>(a + "h"), Buf<bf16>(a + "gate_up"), n, ff);
-    if (absl::Status s =
-            Linear(Buf<bf16>(a + "h"), n, p + "mlp.down_proj.weight", res_out, d, ff, res_mid);
-        !s.ok())
-      return s;
+    if (Fp8Linear* f = FusedFp8Layer(p + "mlp.gate_up_proj.weight", n, d)) {
+      RmsNormForwardToFp8(stream_, Buf<float>(a + "rstd2"), res_mid,
+                          ParamF32(p + "post_attention_layernorm.weight"), n, d, model_.norm_eps,
+                          f->InputTarget(pass_for_backward_));
+      if (absl::Status s = f->ForwardQuantized(Buf<bf16>(a + "gate_up"), stream_); !s.ok()) {
+        return s;
+      }
+    } else {
+      RmsNormForward(stream_, Buf<bf16>(a + "ln2"), Buf<float>(a + "rstd2"), res_mid,
+                     ParamF32(p + "post_attention_layernorm.weight"), n, d, model_.norm_eps);
+      if (absl::Status s = Linear(Buf<bf16>(a + "ln2"), n, p + "mlp.gate_up_proj.weight",
+                                  Buf<bf16>(a + "gate_up"), 2 * int64_t{ff}, d);
+          !s.ok())
+        return s;
+    }
+    if (Fp8Linear* f = FusedFp8Layer(p + "mlp.down_proj.weight", n, ff)) {
+      SwiGluForwardToFp8(stream_, Buf<bf16>(a + "gate_up"), n, ff,
+                         f->InputTarget(pass_for_backward_));
+      if (absl::Status s = f->ForwardQuantized(res_out, stream_, res_mid); !s.ok()) return s;
+    } else {
+      SwiGluForward(stream_, Buf<bf16>(a + "h"), Buf<bf16>(a + "gate_up"), n, ff);
+      if (absl::Status s =
+              Linear(Buf<bf16>(a + "h"), n, p + "mlp.down_proj.weight", res_out, d, ff, res_mid);
+          !s.ok())
+        return s;
+    }
   }
   RmsNormForward(stream_, Buf<bf16>("act.final.ln"), Buf<float>("act.final.rstd"),
                  Buf<bf16>("act.final.res"), ParamF32("model.norm.weight"), n, d,
@@ -952,11 +986,19 @@ absl::Status CudaEngine::Backward(const BatchShape& shape) {
                                         dnarrow, d, ff);
         !s.ok())
       return s;
-    SwiGluBackward(stream_, dwide, dnarrow, Buf<bf16>(a + "gate_up"), n, ff);
-    if (absl::Status s = LinearBackward(dwide, Buf<bf16>(a + "ln2"), n,
-                                        p + "mlp.gate_up_proj.weight", dln, 2 * int64_t{ff}, d);
-        !s.ok())
-      return s;
+    if (Fp8Linear* f = FusedFp8Layer(p + "mlp.gate_up_proj.weight", n, 2 * int64_t{ff})) {
+      SwiGluBackwardToFp8(stream_, dnarrow, Buf<bf16>(a + "gate_up"), n, ff,
+                          f->GradOutputTarget());
+      if (absl::Status s = f->BackwardQuantized(dln, Grad(p + "mlp.gate_up_proj.weight"), stream_);
+          !s.ok())
+        return s;
+    } else {
+      SwiGluBackward(stream_, dwide, dnarrow, Buf<bf16>(a + "gate_up"), n, ff);
+      if (absl::Status s = LinearBackward(dwide, Buf<bf16>(a + "ln2"), n,
+                                          p + "mlp.gate_up_proj.weight", dln, 2 * int64_t{ff}, d);
+          !s.ok())
+        return s;
+    }
     RmsNormBackward(stream_, dres, Grad(p + "post_attention_layernorm.weight"), dln,
                     Buf<bf16>(a + "res_mid"), ParamF32(p + "post_attention_layernorm.weight"),
                     Buf<float>(a + "rstd2"), n, d, /*accumulate_dx=*/true, ws, norm_ws_bytes);

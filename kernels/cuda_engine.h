@@ -46,6 +46,10 @@ struct CudaEngineOptions {
   // With kCudnn, the backward runs through cuDNN too (checked against the CPU reference by
   // tests/gpu/attention_test.cu); false keeps it on the reference kernel.
   bool cudnn_attention_backward = true;
+  // Under delayed scaling, RMSNorm and SwiGLU write their FP8-layer outputs (and SwiGLU's
+  // backward the MLP-up projection's dY) straight in FP8 (kernels/fp8_fused.cuh) instead of a
+  // BF16 tensor cast afterwards. Same bytes either way; false runs the unfused kernels.
+  bool fuse_fp8_casts = true;
 };
 
 class CudaEngine : public Engine {
@@ -150,6 +154,9 @@ class CudaEngine : public Engine {
   absl::Status WriteFp8Scaling(const std::vector<float>& scales,
                                const std::vector<float>& histories);
   int Fp8LayerOf(const std::string& weight) const;
+  // The layer's Fp8Linear when a producer may write its operand of [rows, cols] in FP8 itself
+  // in this pass (options_.fuse_fp8_casts, delayed scaling, 64-aligned shape), else null.
+  Fp8Linear* FusedFp8Layer(const std::string& weight, int64_t rows, int64_t cols) const;
   Fp8Format Fp8RoleFormat(int role) const;
 
   const ParamSlot& Slot(const std::string& name) const;

@@ -9,31 +9,35 @@
 #include "kernels/cuda_check.h"
 #include "kernels/delayed_scaling.cuh"
 #include "kernels/device_common.cuh"
+#include "kernels/fp8_cast_device.cuh"
 
 namespace fp8d::kernels {
 namespace {
 
+using fp8_device::AbsBits;
+using fp8_device::CastTransposeTiledKernel;
+using fp8_device::kFastThreads;
+using fp8_device::kFastTile;
+using fp8_device::kFullMask;
+using fp8_device::kPersistentBlocks;
+using fp8_device::LocalStats;
+using fp8_device::MemoryLoader;
+using fp8_device::TiledGrid;
+using fp8_device::ToFp8;
+
 constexpr int kThreads = 256;
 constexpr int kMaxGridStrideBlocks = 4096;
-constexpr unsigned kFullMask = 0xffffffffu;
 
 // Cast + transpose tiles: 32x32 elements, 32x8 threads, each thread handles 4 rows of the tile.
 constexpr int kTile = 32;
 constexpr int kTileRowsPerPass = 8;
-constexpr int kMaxWarpsPerBlock = 32;
 
-// Grid of the persistent (grid-stride) kernels: enough resident blocks to fill an H100, few
-// enough that the per-block statistics atomics stay cheap.
-constexpr int kPersistentBlocks = 132 * 8;
-
-template <bool kE4M3>
-__device__ __forceinline__ uint8_t ToFp8(float x) {
-  return __nv_cvt_float_to_fp8(x, __NV_SATFINITE, kE4M3 ? __NV_E4M3 : __NV_E5M2);
+bool FitsTiledCastTranspose(const void* in, int64_t rows, int64_t cols, const uint8_t* out,
+                            const uint8_t* out_t) {
+  return rows % kFastTile == 0 && cols % kFastTile == 0 &&
+         reinterpret_cast<uintptr_t>(in) % 16 == 0 && reinterpret_cast<uintptr_t>(out) % 8 == 0 &&
+         reinterpret_cast<uintptr_t>(out_t) % 8 == 0;
 }
-
-// |x| as bits: for non-negative floats the unsigned order is the numeric order, and every NaN
-// sorts above inf, so an integer max propagates NaN exactly like core's AmaxFold.
-__device__ __forceinline__ uint32_t AbsBits(float x) { return __float_as_uint(x) & 0x7fffffffu; }
 
 // core's BlockScale (current scaling of a row or block): 1 for amax 0, NaN or inf; FLT_MAX when
 // fp8_max / amax overflows, so 1 / scale stays nonzero.
@@ -42,55 +46,6 @@ __device__ __forceinline__ float BlockScale(float amax, float fp8_max) {
   const float scale = fp8_max / amax;
   return isinf(scale) ? FLT_MAX : scale;
 }
-
-// One thread's share of the statistics; combined per warp, then one atomic per warp.
-struct LocalStats {
-  uint32_t amax_bits = 0;
-  uint32_t saturated = 0;
-  uint32_t underflow = 0;
-  uint32_t nonzero = 0;
-
-  __device__ __forceinline__ void Add(float x, float scaled, uint8_t code, float fp8_max) {
-    amax_bits = max(amax_bits, AbsBits(x));
-    const bool is_nonzero = x != 0.f;
-    nonzero += is_nonzero;
-    saturated += fabsf(scaled) > fp8_max;
-    underflow += is_nonzero && (code & 0x7Fu) == 0;
-  }
-
-  // Every thread of the block must call it: the block's statistics are combined in shared memory
-  // and thread 0 issues one atomic per field. Per-warp atomics on the one stats address
-  // serialise in L2 and cost more than the cast itself on large tensors.
-  __device__ __forceinline__ void FlushBlock(Fp8CastStats* stats) const {
-    __shared__ uint32_t partial[4][kMaxWarpsPerBlock];
-    const unsigned tid = threadIdx.y * blockDim.x + threadIdx.x;
-    const unsigned warps = (blockDim.x * blockDim.y + kWarpSize - 1) / kWarpSize;
-    const uint32_t amax = __reduce_max_sync(kFullMask, amax_bits);
-    const uint32_t sat = __reduce_add_sync(kFullMask, saturated);
-    const uint32_t under = __reduce_add_sync(kFullMask, underflow);
-    const uint32_t nz = __reduce_add_sync(kFullMask, nonzero);
-    if (tid % kWarpSize == 0) {
-      partial[0][tid / kWarpSize] = amax;
-      partial[1][tid / kWarpSize] = sat;
-      partial[2][tid / kWarpSize] = under;
-      partial[3][tid / kWarpSize] = nz;
-    }
-    __syncthreads();
-    if (tid != 0) return;
-    uint32_t b_amax = 0;
-    unsigned long long b_sat = 0, b_under = 0, b_nz = 0;
-    for (unsigned w = 0; w < warps; ++w) {
-      b_amax = max(b_amax, partial[0][w]);
-      b_sat += partial[1][w];
-      b_under += partial[2][w];
-      b_nz += partial[3][w];
-    }
-    atomicMax(reinterpret_cast<unsigned int*>(&stats->amax), b_amax);
-    if (b_sat) atomicAdd(reinterpret_cast<unsigned long long*>(&stats->saturated), b_sat);
-    if (b_under) atomicAdd(reinterpret_cast<unsigned long long*>(&stats->underflow), b_under);
-    if (b_nz) atomicAdd(reinterpret_cast<unsigned long long*>(&stats->nonzero), b_nz);
-  }
-};
 
 int GridStrideBlocks(int64_t n) {
   return static_cast<int>(std::clamp<int64_t>(CeilDiv(n, kThreads), 1, kMaxGridStrideBlocks));
@@ -144,87 +99,6 @@ __global__ void CastKernel(const T* __restrict__ in, int64_t n, const float* sca
     local.Add(x, scaled, code, fp8_max);
   }
   if (stats != nullptr) local.FlushBlock(stats);
-}
-
-// Cast + transpose of tensors whose sides are multiples of 64 (every FP8 GEMM operand of a
-// model with 64-aligned widths and token counts): 64x64 tiles, 16-byte loads of the input,
-// 8- or 4-byte stores of the codes in both layouts, persistent blocks that loop over tiles and
-// flush their statistics once.
-constexpr int kFastTile = 64;
-constexpr int kFastThreads = 256;
-
-template <typename T, bool kE4M3>
-__global__ void __launch_bounds__(kFastThreads)
-    CastTransposeTiledKernel(const T* __restrict__ in, int64_t rows, int64_t cols,
-                             const float* scale_ptr, const float* amax_for_scale, int margin,
-                             float fp8_max, uint8_t* __restrict__ out,
-                             uint8_t* __restrict__ out_t, float* scale_out, float* scale_inv,
-                             Fp8CastStats* stats) {
-  constexpr int kVec = 16 / sizeof(T);                      // elements per load
-  constexpr int kThreadsPerRow = kFastTile / kVec;          // 8 (BF16) or 16 (FP32)
-  constexpr int kRowsPerPass = kFastThreads / kThreadsPerRow;
-  constexpr int kPad = 8;  // staggers the column reads; keeps rows 8-byte aligned for uint2
-  __shared__ __align__(16) uint8_t tile[kFastTile][kFastTile + kPad];
-  const float scale = amax_for_scale != nullptr
-                          ? DeviceComputeScale(*amax_for_scale, fp8_max, margin, 1.f)
-                          : *scale_ptr;
-  if (blockIdx.x == 0 && threadIdx.x == 0) {
-    if (scale_out != nullptr) *scale_out = scale;
-    if (scale_inv != nullptr) *scale_inv = 1.0f / scale;
-  }
-  const int64_t tiles_across = cols / kFastTile;
-  const int64_t n_tiles = (rows / kFastTile) * tiles_across;
-  const int t = threadIdx.x;
-  LocalStats local;
-  for (int64_t tile_id = blockIdx.x; tile_id < n_tiles; tile_id += gridDim.x) {
-    const int64_t r0 = (tile_id / tiles_across) * kFastTile;
-    const int64_t c0 = (tile_id % tiles_across) * kFastTile;
-    const int lc = (t % kThreadsPerRow) * kVec;  // column inside the tile
-#pragma unroll
-    for (int pass = 0; pass < kFastTile / kRowsPerPass; ++pass) {
-      const int lr = t / kThreadsPerRow + pass * kRowsPerPass;
-      const int64_t off = (r0 + lr) * cols + c0 + lc;
-      alignas(16) T vals[kVec];
-      *reinterpret_cast<uint4*>(vals) = *reinterpret_cast<const uint4*>(in + off);
-      alignas(8) uint8_t codes[kVec];
-#pragma unroll
-      for (int j = 0; j < kVec; ++j) {
-        const float x = ToFloat(vals[j]);
-        const float scaled = x * scale;
-        codes[j] = ToFp8<kE4M3>(scaled);
-        local.Add(x, scaled, codes[j], fp8_max);
-      }
-      if constexpr (kVec == 8) {
-        *reinterpret_cast<uint2*>(out + off) = *reinterpret_cast<const uint2*>(codes);
-        *reinterpret_cast<uint2*>(&tile[lr][lc]) = *reinterpret_cast<const uint2*>(codes);
-      } else {
-        *reinterpret_cast<uint32_t*>(out + off) = *reinterpret_cast<const uint32_t*>(codes);
-        *reinterpret_cast<uint32_t*>(&tile[lr][lc]) = *reinterpret_cast<const uint32_t*>(codes);
-      }
-    }
-    __syncthreads();
-    // out_t rows are the tile's columns: each thread gathers 8 consecutive rows of one column.
-#pragma unroll
-    for (int pass = 0; pass < kFastTile * kFastTile / 8 / kFastThreads; ++pass) {
-      const int idx = t + pass * kFastThreads;
-      const int tc = idx / (kFastTile / 8);       // column of the tile = row of out_t
-      const int tr = (idx % (kFastTile / 8)) * 8;  // first of 8 rows of the tile
-      alignas(8) uint8_t codes[8];
-#pragma unroll
-      for (int j = 0; j < 8; ++j) codes[j] = tile[tr + j][tc];
-      *reinterpret_cast<uint2*>(out_t + (c0 + tc) * rows + r0 + tr) =
-          *reinterpret_cast<const uint2*>(codes);
-    }
-    __syncthreads();  // the tile is rewritten by the next iteration
-  }
-  if (stats != nullptr) local.FlushBlock(stats);
-}
-
-bool FitsTiledCastTranspose(const void* in, int64_t rows, int64_t cols, const uint8_t* out,
-                            const uint8_t* out_t) {
-  return rows % kFastTile == 0 && cols % kFastTile == 0 &&
-         reinterpret_cast<uintptr_t>(in) % 16 == 0 && reinterpret_cast<uintptr_t>(out) % 8 == 0 &&
-         reinterpret_cast<uintptr_t>(out_t) % 8 == 0;
 }
 
 // Cast + transpose through a shared-memory tile: each input element is read once, its code is
@@ -474,11 +348,10 @@ void LaunchCast(const T* in, int64_t rows, int64_t cols, const float* scale,
     CastKernel<T, kE4M3><<<GridStrideBlocks(CeilDiv(n, per_thread)), kThreads, 0, stream>>>(
         in, n, scale, amax_for_scale, margin, fp8_max, out, scale_out, scale_inv, stats);
   } else if (FitsTiledCastTranspose(in, rows, cols, out, out_t)) {
-    const int64_t tiles = (rows / kFastTile) * (cols / kFastTile);
-    const auto grid = static_cast<unsigned>(std::clamp<int64_t>(tiles, 1, kPersistentBlocks));
-    CastTransposeTiledKernel<T, kE4M3><<<grid, kFastThreads, 0, stream>>>(
-        in, rows, cols, scale, amax_for_scale, margin, fp8_max, out, out_t, scale_out, scale_inv,
-        stats);
+    CastTransposeTiledKernel<MemoryLoader<T>, kE4M3>
+        <<<TiledGrid(rows, cols), kFastThreads, 0, stream>>>(
+            MemoryLoader<T>{in, cols}, rows, cols, scale, amax_for_scale, margin, fp8_max, out,
+            out_t, scale_out, scale_inv, stats);
   } else {
     const int64_t tiles = std::max<int64_t>(1, CeilDiv(rows, kTile) * CeilDiv(cols, kTile));
     FP8D_KERNELS_CHECK(tiles <= int64_t{0x7fffffff});

@@ -259,7 +259,12 @@ absl::Status Fp8Linear::Forward(const __nv_bfloat16* x, __nv_bfloat16* y, cudaSt
       BlockwiseCastToFp8(x, m, k, f, x_.data, x_.scale_inv, nullptr, stats, stream);
       break;
   }
-  Fp8GemmConfig c = GemmConfig(f, x_, w_);
+  return ForwardGemm(y, stream, residual);
+}
+
+absl::Status Fp8Linear::ForwardGemm(__nv_bfloat16* y, cudaStream_t stream,
+                                    const __nv_bfloat16* residual) {
+  Fp8GemmConfig c = GemmConfig(Fp8Format::kE4M3, x_, w_);
   c.out_type = CUDA_R_16BF;
   // cuBLASLt 13.1 on sm_90 has no VEC128_32F (1x128) algorithm with fast accumulation: it answers
   // CUBLAS_STATUS_NOT_SUPPORTED at every shape (H100, 2026-11-22), so 1x128 blocks always use
@@ -302,6 +307,12 @@ absl::Status Fp8Linear::Backward(const __nv_bfloat16* dy, const __nv_bfloat16* x
                                    stream);
       break;
   }
+  return BackwardGemms(dx, dw, stream);
+}
+
+absl::Status Fp8Linear::BackwardGemms(__nv_bfloat16* dx, float* dw, cudaStream_t stream) {
+  const int64_t m = shape_.m, n = shape_.n, k = shape_.k;
+  const Fp8Format g = options_.grad_format;
   if (dx != nullptr) {
     // dX [m, k] = dY [m, n] . (W^T [k, n])^T
     Fp8GemmConfig c = GemmConfig(g, dy_, w_t_);
@@ -314,6 +325,46 @@ absl::Status Fp8Linear::Backward(const __nv_bfloat16* dy, const __nv_bfloat16* x
   c.out_type = CUDA_R_32F;
   c.accumulate = true;
   return runner_->Run(c, GemmShape{n, k, m}, dy_t_.data, x_t_.data, dw, stream);
+}
+
+Fp8CastTarget Fp8Linear::InputTarget(bool for_backward) const {
+  Fp8CastTarget t;
+  t.format = Fp8Format::kE4M3;
+  t.scale = scales_.input;
+  t.data = x_.data;
+  t.data_t = for_backward ? x_t_.data : nullptr;
+  t.scale_inv = x_.scale_inv;
+  t.stats = stats_ + kFp8Input;
+  return t;
+}
+
+Fp8CastTarget Fp8Linear::GradOutputTarget() const {
+  Fp8CastTarget t;
+  t.format = options_.grad_format;
+  t.scale = scales_.grad_output;
+  t.data = dy_.data;
+  t.data_t = dy_t_.data;
+  t.scale_inv = dy_.scale_inv;
+  t.stats = stats_ + kFp8GradOutput;
+  return t;
+}
+
+absl::Status Fp8Linear::ForwardQuantized(__nv_bfloat16* y, cudaStream_t stream,
+                                         const __nv_bfloat16* residual) {
+  if (!weights_cast_ || !TakesQuantizedOperands()) {
+    return absl::FailedPreconditionError(
+        "FP8 Linear ForwardQuantized needs delayed scaling and CastWeights first");
+  }
+  return ForwardGemm(y, stream, residual);
+}
+
+absl::Status Fp8Linear::BackwardQuantized(__nv_bfloat16* dx, float* dw, cudaStream_t stream) {
+  if (!weights_cast_ || !TakesQuantizedOperands()) {
+    return absl::FailedPreconditionError(
+        "FP8 Linear BackwardQuantized needs delayed scaling and CastWeights first");
+  }
+  if (dw == nullptr) return absl::InvalidArgumentError("FP8 Linear BackwardQuantized needs dw");
+  return BackwardGemms(dx, dw, stream);
 }
 
 }  // namespace fp8d::kernels

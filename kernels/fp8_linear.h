@@ -55,6 +55,7 @@
 #include "absl/status/statusor.h"
 #include "core/recipe_config.h"
 #include "kernels/fp8_cast.cuh"
+#include "kernels/fp8_fused.cuh"
 #include "kernels/gemm.h"
 #include "kernels/gemm_fp8.h"
 
@@ -128,6 +129,18 @@ class Fp8Linear {
   absl::Status Backward(const __nv_bfloat16* dy, const __nv_bfloat16* x, __nv_bfloat16* dx,
                         float* dw, cudaStream_t stream);
 
+  // Delayed (per-tensor, scale known in advance) scaling only: a producer kernel
+  // (kernels/fp8_fused.cuh) may write the FP8 copies of X or dY itself instead of a BF16 tensor
+  // this layer would cast. InputTarget / GradOutputTarget say where (and which scale and stats
+  // slot), ForwardQuantized / BackwardQuantized then run the GEMMs on what the producer wrote:
+  // the same results as Forward / Backward on the BF16 tensor.
+  bool TakesQuantizedOperands() const { return options_.scaling == Fp8LinearScaling::kDelayed; }
+  Fp8CastTarget InputTarget(bool for_backward) const;
+  absl::Status ForwardQuantized(__nv_bfloat16* y, cudaStream_t stream,
+                                const __nv_bfloat16* residual = nullptr);
+  Fp8CastTarget GradOutputTarget() const;
+  absl::Status BackwardQuantized(__nv_bfloat16* dx, float* dw, cudaStream_t stream);
+
   const GemmShape& shape() const { return shape_; }
   const Fp8LinearOptions& options() const { return options_; }
 
@@ -143,6 +156,9 @@ class Fp8Linear {
   template <typename T>
   void CastWeightsImpl(const T* w, cudaStream_t stream);
   Fp8GemmConfig GemmConfig(Fp8Format x_format, const Operand& x, const Operand& w) const;
+  // The GEMMs of Forward and Backward, on the FP8 copies already in place.
+  absl::Status ForwardGemm(__nv_bfloat16* y, cudaStream_t stream, const __nv_bfloat16* residual);
+  absl::Status BackwardGemms(__nv_bfloat16* dx, float* dw, cudaStream_t stream);
 
   Fp8GemmRunner* runner_ = nullptr;
   GemmShape shape_;

@@ -24,9 +24,11 @@ __global__ void RmsNormForwardKernel(__nv_bfloat16* y, float* rstd, const __nv_b
   }
   sum_sq = WarpSum(sum_sq);
   const float r = rsqrtf(sum_sq / channels + eps);
-  __nv_bfloat16* yr = y + row * channels;
-  for (int c = lane; c < channels; c += kWarpSize) {
-    yr[c] = __float2bfloat16_rn(__bfloat162float(xr[c]) * r * weight[c]);
+  if (y != nullptr) {  // null: only rstd (RmsNormForwardToFp8 writes the output itself)
+    __nv_bfloat16* yr = y + row * channels;
+    for (int c = lane; c < channels; c += kWarpSize) {
+      yr[c] = __float2bfloat16_rn(__bfloat162float(xr[c]) * r * weight[c]);
+    }
   }
   if (rstd != nullptr && lane == 0) rstd[row] = r;
 }

@@ -12,7 +12,8 @@
 
 namespace fp8d::kernels {
 
-// y: [rows, channels]; rstd: [rows] (saved for backward; may be nullptr).
+// y: [rows, channels] (may be nullptr: rstd only); rstd: [rows] (saved for backward; may be
+// nullptr).
 void RmsNormForward(cudaStream_t stream, __nv_bfloat16* y, float* rstd, const __nv_bfloat16* x,
                     const float* weight, int64_t rows, int channels, float eps);
 

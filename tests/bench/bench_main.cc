@@ -9,6 +9,7 @@
 //   fp8d-bench                       # 124m B16xT1024 and 1b B8xT2048, BF16
 //   fp8d-bench --recipe bf16,delayed,current,rowwise,blockwise   # each recipe in turn
 //   fp8d-bench --recipe delayed --min-gemm-dim 1024              # policy.min_gemm_dim
+//   fp8d-bench --recipe delayed --unfused   # FP8 casts apart from RMSNorm/SwiGLU (for comparison)
 //   fp8d-bench --model 124m --batch 16 --seq 1024 --steps 20 --warmup 5
 //   fp8d-bench --attention cudnn       # cuDNN flash attention forward and backward (default)
 //   fp8d-bench --attention cudnn-fwd   # cuDNN forward, reference-kernel backward
@@ -125,12 +126,13 @@ int RunCase(const BenchCase& c, const fp8d::RecipeConfig& recipe, int steps, int
   const double flops_per_token = model->TrainFlopsPerToken(c.seq);
   const double tflops = tok_s * flops_per_token / 1e12;
   std::printf(
-      "bench model=%s recipe=%s fp8_layers=%d/%zu batch=%d seq=%d params=%.1fM gpu=\"%s\" "
+      "bench model=%s recipe=%s%s fp8_layers=%d/%zu batch=%d seq=%d params=%.1fM gpu=\"%s\" "
       "attention=%s steps=%d warmup=%d\n"
       "  step_time_ms=%.2f tokens_per_s=%.0f model_tflops=%.1f mfu=%.1f%% (peak %.0f TFLOP/s)\n"
       "  flops_per_token=%.4g (6N=%.4g + attention) peak_mem_gib=%.2f (plan %.2f GiB, "
       "device used %.2f of %.2f GiB) create_s=%.1f loss %.4f -> %.4f\n",
-      c.model.c_str(), std::string(fp8d::RecipeKindName(recipe.kind)).c_str(), plan.fp8_count(),
+      c.model.c_str(), std::string(fp8d::RecipeKindName(recipe.kind)).c_str(),
+      options.fuse_fp8_casts ? "" : " (unfused casts)", plan.fp8_count(),
       plan.layers.size(), c.batch, c.seq, model->ParamCount() / 1e6, dev.name.c_str(),
       AttentionLabel(**engine, options), steps, warmup,
       step_ms, tok_s, tflops, 100.0 * tflops / peak, peak, flops_per_token,
@@ -166,6 +168,7 @@ int main(int argc, char** argv) {
     else if (!std::strcmp(argv[i], "--steps")) steps = std::atoi(next("--steps"));
     else if (!std::strcmp(argv[i], "--warmup")) warmup = std::atoi(next("--warmup"));
     else if (!std::strcmp(argv[i], "--recipe")) recipe_list = next("--recipe");
+    else if (!std::strcmp(argv[i], "--unfused")) options.fuse_fp8_casts = false;
     else if (!std::strcmp(argv[i], "--min-gemm-dim")) min_gemm_dim = std::atoi(next("--min-gemm-dim"));
     else if (!std::strcmp(argv[i], "--attention")) {
       const std::string a = next("--attention");
@@ -180,7 +183,7 @@ int main(int argc, char** argv) {
     else {
       std::fprintf(stderr,
                    "usage: fp8d-bench [--model NAME --batch B --seq T] [--steps N] [--warmup N] "
-                   "[--recipe NAME[,NAME...]] [--min-gemm-dim N] "
+                   "[--recipe NAME[,NAME...]] [--min-gemm-dim N] [--unfused] "
                    "[--attention cudnn|cudnn-fwd|reference]\n");
       return 2;
     }
