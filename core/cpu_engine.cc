@@ -116,7 +116,7 @@ absl::Status CpuEngine::CheckBatch(const TokenBatch& b, const std::string& field
 // engine would run in FP8, so the two compute the same function.
 LayerPlan CpuEngine::PlanLayers(int64_t step) const {
   return PlanFp8Layers(config_, recipe_, step, tokens_per_micro_batch_,
-                       AutoMinGemmDim(recipe_.kind));
+                       AutoMinGemmVolume(recipe_.kind));
 }
 
 absl::StatusOr<StepResult> CpuEngine::TrainStep(absl::Span<const TokenBatch> micro_batches,

@@ -59,21 +59,23 @@ GemmShape LayerGemmShape(const ModelConfig& model, const std::string& layer,
 }
 
 LayerPlan PlanFp8Layers(const ModelConfig& model, const RecipeConfig& recipe, int64_t step,
-                        int64_t tokens_per_micro_batch, int auto_min_dim) {
+                        int64_t tokens_per_micro_batch, int64_t auto_min_volume) {
   LayerPlan plan;
   plan.layers = GemmLayerNames(model);
   plan.fp8.assign(plan.layers.size(), false);
   const LayerPolicyConfig& policy = recipe.policy;
   if (!recipe.is_fp8() || step < policy.bf16_warmup_steps) return plan;
 
-  const int64_t min_dim = policy.min_gemm_dim > 0 ? policy.min_gemm_dim : auto_min_dim;
+  const bool automatic = policy.min_gemm_dim == 0;
   const std::vector<std::regex> include = CompileAll(policy.include);
   const std::vector<std::regex> exclude = CompileAll(policy.exclude);
   for (size_t i = 0; i < plan.layers.size(); ++i) {
     const std::string& name = plan.layers[i];
     if (policy.skip_lm_head && name == kLmHead) continue;
     const GemmShape s = LayerGemmShape(model, name, tokens_per_micro_batch);
-    if (std::min({s.m, s.n, s.k}) < min_dim) continue;
+    if (!automatic && std::min({s.m, s.n, s.k}) < policy.min_gemm_dim) continue;
+    // Volumes of model layers stay far below 2^63 (2^20 tokens x 2^21 x 2^21 at most here).
+    if (automatic && s.m * s.n * s.k < auto_min_volume) continue;
     if (!include.empty() && !MatchesAny(include, name)) continue;
     if (MatchesAny(exclude, name)) continue;
     plan.fp8[i] = true;

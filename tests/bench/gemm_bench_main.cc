@@ -10,7 +10,7 @@
 // and the speed-up of fp8 over bf16.
 //
 // --linear-sweep: one Linear layer's whole training work per step, as the CUDA engine runs it,
-// over a grid of sizes, and from it each recipe's automatic minimum GEMM size (the table in
+// over a grid of sizes, and from it each recipe's automatic minimum GEMM volume m * n * k (the table in
 // core/fp8_gemm_threshold.cc, recorded in tests/bench/RESULTS.md):
 //   bf16   forward (BF16 out), dgrad (BF16 out) and wgrad accumulated into FP32, through
 //          GemmRunner with kernels/cuda_engine.cc's Linear/LinearBackward configs;
@@ -222,6 +222,7 @@ struct SweepRow {
   double bf16_ms = 0;
   double fp8_ms[kSweepScalingCount] = {};
   int64_t min_dim() const { return std::min({shape.m, shape.n, shape.k}); }
+  int64_t volume() const { return shape.m * shape.n * shape.k; }
   double speedup(int s) const { return bf16_ms / fp8_ms[s]; }
 };
 
@@ -299,17 +300,17 @@ std::vector<double> TimeInterleaved(std::vector<Step>& steps) {
   return median;
 }
 
-// The rule: the smallest d of the grid such that FP8 is at least kSweepMinSpeedup times as fast
-// as BF16 at every measured shape with min(m, n, k) >= d; -1 when no d qualifies.
-int SweepThreshold(const std::vector<SweepRow>& rows, int scaling) {
-  for (int d : fp8d::kMinGemmDimGrid) {
-    bool measured = false, all_faster = true;
+// The rule: the smallest measured volume m * n * k at and above which FP8 is never slower; -1 for none.
+int64_t SweepThreshold(const std::vector<SweepRow>& rows, int scaling) {
+  std::vector<int64_t> volumes;
+  for (const SweepRow& r : rows) volumes.push_back(r.volume());
+  std::sort(volumes.begin(), volumes.end());
+  for (int64_t v : volumes) {
+    bool all_faster = true;
     for (const SweepRow& r : rows) {
-      if (r.min_dim() < d) continue;
-      measured = true;
-      all_faster = all_faster && r.speedup(scaling) >= kSweepMinSpeedup;
+      if (r.volume() >= v) all_faster = all_faster && r.speedup(scaling) >= kSweepMinSpeedup;
     }
-    if (measured && all_faster) return d;
+    if (all_faster) return v;
   }
   return -1;
 }
@@ -441,14 +442,10 @@ int RunLinearSweep() {
   }
   Check(cudaDeviceSynchronize(), "cudaDeviceSynchronize");
 
-  std::printf("\nRule: a recipe's min_gemm_dim is the smallest d in {");
-  for (size_t i = 0; i < fp8d::kMinGemmDimGrid.size(); ++i) {
-    std::printf("%s%d", i ? ", " : "", fp8d::kMinGemmDimGrid[i]);
-  }
   std::printf(
-      "} such that FP8 is at least as fast as BF16 (speed-up >= %.2f) at every measured shape "
-      "with min(m, n, k) >= d; `none` when no d qualifies. Copy the lines below into "
-      "core/fp8_gemm_threshold.cc.\n",
+      "\nRule: a recipe's min_gemm_volume is the smallest measured m * n * k such that FP8 is at "
+      "least as fast as BF16 (speed-up >= %.2f) at every measured shape of that volume or more; "
+      "`none` when no volume qualifies. Copy the lines below into core/fp8_gemm_threshold.cc.\n",
       kSweepMinSpeedup);
   for (int s = 0; s < kSweepScalingCount; ++s) {
     // The evidence: how many shapes FP8 loses, and the largest of them (it sets the threshold).
@@ -457,7 +454,7 @@ int RunLinearSweep() {
     for (const SweepRow& r : rows) {
       if (r.speedup(s) >= kSweepMinSpeedup) continue;
       ++slower;
-      if (largest_slower == nullptr || r.min_dim() > largest_slower->min_dim()) largest_slower = &r;
+      if (largest_slower == nullptr || r.volume() > largest_slower->volume()) largest_slower = &r;
     }
     std::printf("%s: slower than BF16 at %d of %zu shapes", kSweepScalings[s].name, slower,
                 rows.size());
@@ -470,9 +467,9 @@ int RunLinearSweep() {
     std::printf("\n");
   }
   for (int s = 0; s < kSweepScalingCount; ++s) {
-    const int t = SweepThreshold(rows, s);
+    const int64_t t = SweepThreshold(rows, s);
     const std::string value = t < 0 ? "none" : std::to_string(t);
-    std::printf("threshold scaling=%s min_gemm_dim=%s recipe=%s\n", kSweepScalings[s].name,
+    std::printf("threshold scaling=%s min_gemm_volume=%s recipe=%s\n", kSweepScalings[s].name,
                 value.c_str(), kSweepScalings[s].recipe);
   }
   return 0;

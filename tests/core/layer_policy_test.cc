@@ -1,9 +1,13 @@
 // Per-layer FP8 policy: which GEMM layers run FP8 under a recipe, and the GEMM shapes it uses.
 #include "core/layer_policy.h"
 
+#include <algorithm>
+#include <cstdint>
 #include <string>
 #include <vector>
 
+#include "core/fp8_gemm_threshold.h"
+#include "core/model_weights.h"
 #include "gmock/gmock.h"
 #include "gtest/gtest.h"
 
@@ -145,12 +149,21 @@ TEST(LayerPolicyTest, MinDimSeparatesSmallAndLargeLayers) {
                           "layers.1.attn.qkv", "layers.1.attn.out", "layers.1.mlp.gate_up"));
 }
 
-TEST(LayerPolicyTest, AutomaticMinDimAppliesOnlyWhenPolicyHasNone) {
+TEST(LayerPolicyTest, AutomaticVolumeAppliesOnlyWhenPolicyHasNone) {
   RecipeConfig r = Delayed();
-  EXPECT_EQ(PlanFp8Layers(SmallModel(), r, 0, kTokens, 65).fp8_count(), 0);
-  EXPECT_EQ(PlanFp8Layers(SmallModel(), r, 0, kTokens, 64).fp8_count(), 8);
-  r.policy.min_gemm_dim = 1;  // an explicit threshold overrides the engine's
-  EXPECT_EQ(PlanFp8Layers(SmallModel(), r, 0, kTokens, 100000).fp8_count(), 8);
+  const ModelConfig m = SmallModel();
+  // The smallest layer volume qualifies every layer; one more keeps the smallest BF16.
+  int64_t smallest = kNoAutomaticFp8;
+  for (const std::string& layer : GemmLayerNames(m)) {
+    if (layer == "lm_head") continue;
+    const GemmShape s = LayerGemmShape(m, layer, kTokens);
+    smallest = std::min(smallest, s.m * s.n * s.k);
+  }
+  EXPECT_EQ(PlanFp8Layers(m, r, 0, kTokens, smallest).fp8_count(), 8);
+  EXPECT_LT(PlanFp8Layers(m, r, 0, kTokens, smallest + 1).fp8_count(), 8);
+  EXPECT_EQ(PlanFp8Layers(m, r, 0, kTokens, kNoAutomaticFp8).fp8_count(), 0);
+  r.policy.min_gemm_dim = 1;  // an explicit threshold overrides the automatic rule
+  EXPECT_EQ(PlanFp8Layers(m, r, 0, kTokens, kNoAutomaticFp8).fp8_count(), 8);
 }
 
 TEST(LayerPolicyTest, Bf16WarmupStepsKeepEverythingBf16) {
