@@ -168,6 +168,21 @@ inline ::testing::AssertionResult TrainedCleanly(const RecipeRun& run) {
 }
 
 // |run.eval_loss - bf16.eval_loss| / bf16.eval_loss <= rel_tol.
+// The FP8 run's eval loss is at most `worse_tol` (relative) above bf16's and at most `better_tol`
+// below it: parity means FP8 costs no accuracy; a loss far below bf16's would mean the two runs
+// did not compute comparable things.
+inline ::testing::AssertionResult EvalLossNoWorse(const RecipeRun& run, const RecipeRun& bf16,
+                                                  double worse_tol, double better_tol) {
+  const double rel = RelDiff(run.eval_loss, bf16.eval_loss);
+  if (std::isfinite(rel) && rel <= worse_tol && rel >= -better_tol) {
+    return ::testing::AssertionSuccess();
+  }
+  return ::testing::AssertionFailure()
+         << run.recipe << " eval loss " << run.eval_loss << " vs bf16 " << bf16.eval_loss
+         << ": relative difference " << absl::StrFormat("%+.3f%%", 100 * rel) << ", allowed "
+         << absl::StrFormat("-%.2f%% to +%.2f%%", 100 * better_tol, 100 * worse_tol);
+}
+
 inline ::testing::AssertionResult EvalLossWithin(const RecipeRun& run, const RecipeRun& bf16,
                                                  double rel_tol) {
   const double rel = RelDiff(run.eval_loss, bf16.eval_loss);

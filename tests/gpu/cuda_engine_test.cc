@@ -379,8 +379,12 @@ TEST(CudaEngineFp8Test, DelayedScalesAndHistoriesFollowTheCpuEngine) {
   // The GPU measures amaxes on BF16 activations and gradients after three steps of BF16
   // training; the CPU engine on FP32 ones. A max over a tensor follows its largest element, so
   // it moves more than the loss: on the H100 (2026-11-22) the largest difference was 7.9%
-  // (a gradient amax of 2.4e-4), scales alike since scale = fp8_max / amax.
-  constexpr float kAmaxRelTol = 0.10f;
+  // (a gradient amax of 2.4e-4), and 12.8% (the down projection's input amax) once the residual
+  // was added inside the GEMM epilogue; scales alike since scale = fp8_max / amax. The update
+  // rule itself is checked bit for bit in delayed_scaling_test; what this test guards is the
+  // plumbing (each tensor's amax reaching its own history slot), which a mistake would break by
+  // far more than 20%.
+  constexpr float kAmaxRelTol = 0.20f;
   auto gpu = GpuWith(m, r, 4, 64);
   auto cpu = CpuWith(m, r);
   ASSERT_TRUE(gpu && cpu);
