@@ -72,8 +72,7 @@ DeviceInfo DescribeDevice(const cudaDeviceProp& prop) {
     info.peak_bf16_tflops = kH100DenseBf16Tflops;
   }
   info.supported_recipes = {"bf16", "delayed", "current", "rowwise", "blockwise"};
-  // Entries are "<recipe name>: reason" (the daemon refuses a job by that name). blockwise with
-  // 128x128 weight blocks is an option of a supported recipe: Create and SetRecipe refuse it.
+  // Entries are "<recipe name>: reason" (the daemon refuses a job by that name).
   info.unsupported_recipes = {};
   if (prop.major >= 10) {
     info.unsupported_recipes.push_back("mxfp8: not implemented on the GPU engine");
@@ -92,12 +91,6 @@ absl::Status CheckRecipe(const RecipeConfig& recipe, const cudaDeviceProp& prop)
   if (recipe.kind == RecipeKind::kMxfp8) {
     return absl::FailedPreconditionError(
         "recipe mxfp8 is not implemented on the GPU engine; use the cpu engine");
-  }
-  if (recipe.kind == RecipeKind::kBlockwise && recipe.weight_block == WeightBlock::k128x128) {
-    return absl::FailedPreconditionError(
-        "recipe blockwise with weight_block 128x128 is not available on the GPU: cuBLASLt's "
-        "128x128 block-scale layout is not available on Hopper here; use weight_block 1x128 "
-        "or the cpu engine");
   }
   if (recipe.is_fp8()) {
     absl::StatusOr<Fp8LinearOptions> options = Fp8LinearOptionsFromRecipe(recipe);

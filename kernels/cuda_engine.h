@@ -54,13 +54,13 @@ struct CudaEngineOptions {
 
 class CudaEngine : public Engine {
  public:
-  // Starts from InitWeights(model, seed). FAILED_PRECONDITION without a GPU, for mxfp8 (needs
-  // sm_100 or newer) and for blockwise with 128x128 weight blocks (not available on Hopper
-  // here); RESOURCE_EXHAUSTED when the memory plan for max_batch x max_seq_len does not fit the
-  // free GPU memory.
+  // Starts from InitWeights(model, seed). FAILED_PRECONDITION without a GPU and for mxfp8 (needs
+  // sm_100 or newer); RESOURCE_EXHAUSTED when the memory plan for max_batch x max_seq_len does
+  // not fit the free GPU memory.
   //
-  // FP8 (delayed, current, rowwise, blockwise with 1x128 weight blocks): every GEMM layer the
-  // plan marks FP8 runs through its own Fp8Linear (kernels/fp8_linear.h); the others run BF16.
+  // FP8 (delayed, current, rowwise, blockwise with 1x128 or 128x128 weight blocks): every GEMM
+  // layer the plan marks FP8 runs through its own Fp8Linear (kernels/fp8_linear.h); the others
+  // run BF16.
   // On top of PlanFp8Layers the GPU plan keeps a layer BF16 when
   //  - n, k or the planned tokens per micro-batch (max_batch x max_seq_len) is not a multiple
   //    of 16 (Fp8Linear's requirement: each is one GEMM's contraction dimension);

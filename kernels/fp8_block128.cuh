@@ -18,6 +18,7 @@
 #include <cstdint>
 
 #include "core/recipe_config.h"
+#include "kernels/fp8_cast.cuh"
 
 namespace fp8d::kernels {
 
@@ -82,5 +83,18 @@ void Block128x128CastToFp8(const __nv_bfloat16* in, int64_t rows, int64_t cols, 
 void Block128x128CastToFp8(const float* in, int64_t rows, int64_t cols, Fp8Format format,
                            Fp8TileScaleLayout layout, uint8_t* out, float* scale_inv,
                            float* scales, cudaStream_t stream);
+
+// What an FP8 Linear's weight cache needs (kernels/fp8_linear.h, 128x128 weight tiles): W's codes
+// and scale_inv in kCublasLtTileScaleLayout over [rows, cols]; W^T's codes [cols, rows] (exactly
+// W's transposed: the tiles and their scales are the same) and scale_inv in that layout over
+// [cols, rows]; and the cast's statistics (overwritten; may be null), as core's QuantStats.
+void Block128x128CastTransposeToFp8(const __nv_bfloat16* in, int64_t rows, int64_t cols,
+                                    Fp8Format format, uint8_t* out, float* scale_inv,
+                                    uint8_t* out_t, float* scale_inv_t, Fp8CastStats* stats,
+                                    cudaStream_t stream);
+void Block128x128CastTransposeToFp8(const float* in, int64_t rows, int64_t cols,
+                                    Fp8Format format, uint8_t* out, float* scale_inv,
+                                    uint8_t* out_t, float* scale_inv_t, Fp8CastStats* stats,
+                                    cudaStream_t stream);
 
 }  // namespace fp8d::kernels

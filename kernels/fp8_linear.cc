@@ -5,6 +5,7 @@
 
 #include "absl/strings/str_cat.h"
 #include "kernels/cuda_check.h"
+#include "kernels/fp8_block128.cuh"
 
 namespace fp8d::kernels {
 namespace {
@@ -94,7 +95,11 @@ struct Fp8Linear::Layout {
         continue;
       }
       scale_inv[p] = off;
-      off += AlignUp(sizeof(float) * ScaleCount(o.scaling, dims[p][0], dims[p][1]));
+      const bool tiles = o.weight_tiles_128x128 && (p == kW || p == kWt);
+      const int64_t count =
+          tiles ? Fp8TileScaleCount(kCublasLtTileScaleLayout, dims[p][0], dims[p][1])
+                : ScaleCount(o.scaling, dims[p][0], dims[p][1]);
+      off += AlignUp(sizeof(float) * count);
     }
     current_scale = off;
     off += AlignUp(sizeof(float) * kFp8LinearRoles);
@@ -119,11 +124,8 @@ absl::StatusOr<Fp8LinearOptions> Fp8LinearOptionsFromRecipe(const RecipeConfig& 
       o.scaling = Fp8LinearScaling::kRowwise;
       return o;
     case RecipeKind::kBlockwise:
-      if (recipe.weight_block == WeightBlock::k128x128) {
-        return absl::UnimplementedError(
-            "recipe.weight_block 128x128 has no FP8 GEMM on this engine yet; allowed: 1x128");
-      }
       o.scaling = Fp8LinearScaling::kBlock1x128;
+      o.weight_tiles_128x128 = recipe.weight_block == WeightBlock::k128x128;
       return o;
     case RecipeKind::kMxfp8:
       return absl::FailedPreconditionError(
@@ -215,6 +217,11 @@ void Fp8Linear::CastWeightsImpl(const T* w, cudaStream_t stream) {
       TransposedRowwiseCastToFp8(w, n, k, f, w_t_.data, w_t_.scale_inv, nullptr, nullptr, stream);
       break;
     case Fp8LinearScaling::kBlock1x128:
+      if (options_.weight_tiles_128x128) {
+        Block128x128CastTransposeToFp8(w, n, k, f, w_.data, w_.scale_inv, w_t_.data,
+                                       w_t_.scale_inv, stats, stream);
+        break;
+      }
       BlockwiseCastToFp8(w, n, k, f, w_.data, w_.scale_inv, nullptr, stats, stream);
       TransposedBlockwiseCastToFp8(w, n, k, f, w_t_.data, w_t_.scale_inv, nullptr, nullptr,
                                    stream);
@@ -228,11 +235,13 @@ void Fp8Linear::CastWeights(const __nv_bfloat16* w, cudaStream_t stream) {
 }
 void Fp8Linear::CastWeights(const float* w, cudaStream_t stream) { CastWeightsImpl(w, stream); }
 
-Fp8GemmConfig Fp8Linear::GemmConfig(Fp8Format x_format, const Operand& x, const Operand& w) const {
+Fp8GemmConfig Fp8Linear::GemmConfig(Fp8Format x_format, const Operand& x, const Operand& w,
+                                    bool weight_gemm) const {
   Fp8GemmConfig c;
   c.x_type = LtType(x_format);
   c.w_type = CUDA_R_8F_E4M3;  // W and X, the `w` side of every GEMM here, are E4M3
-  c.scale_mode = ScaleMode(options_.scaling);
+  c.scale_mode = weight_gemm && options_.weight_tiles_128x128 ? Fp8ScaleMode::kBlock128x128
+                                                              : ScaleMode(options_.scaling);
   c.x_scale_inv = x.scale_inv;
   c.w_scale_inv = w.scale_inv;
   return c;
@@ -264,7 +273,7 @@ absl::Status Fp8Linear::Forward(const __nv_bfloat16* x, __nv_bfloat16* y, cudaSt
 
 absl::Status Fp8Linear::ForwardGemm(__nv_bfloat16* y, cudaStream_t stream,
                                     const __nv_bfloat16* residual) {
-  Fp8GemmConfig c = GemmConfig(Fp8Format::kE4M3, x_, w_);
+  Fp8GemmConfig c = GemmConfig(Fp8Format::kE4M3, x_, w_, /*weight_gemm=*/true);
   c.out_type = CUDA_R_16BF;
   // cuBLASLt 13.1 on sm_90 has no VEC128_32F (1x128) algorithm with fast accumulation: it answers
   // CUBLAS_STATUS_NOT_SUPPORTED at every shape (H100, 2026-11-22), so 1x128 blocks always use
@@ -315,13 +324,13 @@ absl::Status Fp8Linear::BackwardGemms(__nv_bfloat16* dx, float* dw, cudaStream_t
   const Fp8Format g = options_.grad_format;
   if (dx != nullptr) {
     // dX [m, k] = dY [m, n] . (W^T [k, n])^T
-    Fp8GemmConfig c = GemmConfig(g, dy_, w_t_);
+    Fp8GemmConfig c = GemmConfig(g, dy_, w_t_, /*weight_gemm=*/true);
     c.out_type = CUDA_R_16BF;
     absl::Status st = runner_->Run(c, GemmShape{m, k, n}, dy_.data, w_t_.data, dx, stream);
     if (!st.ok()) return st;
   }
   // dW [n, k] += dY^T [n, m] . (X^T [k, m])^T
-  Fp8GemmConfig c = GemmConfig(g, dy_t_, x_t_);
+  Fp8GemmConfig c = GemmConfig(g, dy_t_, x_t_, /*weight_gemm=*/false);
   c.out_type = CUDA_R_32F;
   c.accumulate = true;
   return runner_->Run(c, GemmShape{n, k, m}, dy_t_.data, x_t_.data, dw, stream);

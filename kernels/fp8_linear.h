@@ -40,9 +40,11 @@
 // amax for the scale update (DelayedScalingUpdate); with several micro-batches per step the
 // caller takes the max over them.
 //
-// Not covered here: fp32_out_rows (skip_attention_qk's BF16 Q/K rows) and 128x128 weight
-// blocks (cuBLASLt's BLK128x128_32F layout is not yet pinned down on Hopper, ../shared/GPU.md):
-// Create answers UNIMPLEMENTED for the latter.
+// 128x128 weight tiles (blockwise with weight_block 128x128): W and W^T are cast once per step
+// with one scale per tile (the same tiles in both layouts) and the forward and dgrad GEMMs read
+// them as BLK128x128_32F against 1x128 X and dY; the wgrad GEMM is the 1x128 one.
+//
+// Not covered here: fp32_out_rows (skip_attention_qk's BF16 Q/K rows).
 #pragma once
 
 #include <cuda_bf16.h>
@@ -76,6 +78,9 @@ struct Fp8LinearOptions {
   Fp8Format grad_format = Fp8Format::kE5M2;  // dY; X and W are always E4M3
   int margin = 0;                            // kCurrent only
   bool fast_accum_forward = true;  // ignored for 1x128 blocks (no such cuBLASLt algorithm on sm_90)
+  // kBlock1x128 only: W in 128x128 tiles (one scale per tile, cuBLASLt's BLK128x128_32F, its
+  // layout in kernels/fp8_block128.cuh) instead of 1x128 blocks; X and dY stay 1x128.
+  bool weight_tiles_128x128 = false;
 };
 
 // The options a recipe implies. INVALID_ARGUMENT for bf16 (not an FP8 recipe),
@@ -155,7 +160,9 @@ class Fp8Linear {
   Fp8Linear() = default;
   template <typename T>
   void CastWeightsImpl(const T* w, cudaStream_t stream);
-  Fp8GemmConfig GemmConfig(Fp8Format x_format, const Operand& x, const Operand& w) const;
+  // `weight_gemm`: the GEMM reads W or W^T (forward, dgrad), which may be in 128x128 tiles.
+  Fp8GemmConfig GemmConfig(Fp8Format x_format, const Operand& x, const Operand& w,
+                           bool weight_gemm) const;
   // The GEMMs of Forward and Backward, on the FP8 copies already in place.
   absl::Status ForwardGemm(__nv_bfloat16* y, cudaStream_t stream, const __nv_bfloat16* residual);
   absl::Status BackwardGemms(__nv_bfloat16* dx, float* dw, cudaStream_t stream);

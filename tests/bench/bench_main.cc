@@ -9,6 +9,7 @@
 //   fp8d-bench                       # 124m B16xT1024 and 1b B8xT2048, BF16
 //   fp8d-bench --recipe bf16,delayed,current,rowwise,blockwise   # each recipe in turn
 //   fp8d-bench --recipe delayed --min-gemm-dim 1024              # policy.min_gemm_dim
+//   fp8d-bench --recipe blockwise-128x128 --min-gemm-dim 16      # 128x128 weight blocks
 //   fp8d-bench --recipe delayed --unfused   # FP8 casts apart from RMSNorm/SwiGLU (for comparison)
 //   fp8d-bench --model 124m --batch 16 --seq 1024 --steps 20 --warmup 5
 //   fp8d-bench --attention cudnn       # cuDNN flash attention forward and backward (default)
@@ -41,13 +42,28 @@ struct BenchCase {
   int seq;
 };
 
+// The recipe's name as --recipe takes it.
+std::string RecipeLabel(const fp8d::RecipeConfig& r) {
+  std::string label(fp8d::RecipeKindName(r.kind));
+  if (r.kind == fp8d::RecipeKind::kBlockwise && r.weight_block == fp8d::WeightBlock::k128x128) {
+    label += "-128x128";
+  }
+  return label;
+}
+
 // "delayed,current" -> recipes with the default policy (plus --min-gemm-dim).
 absl::StatusOr<std::vector<fp8d::RecipeConfig>> ParseRecipes(const std::string& list,
                                                             int min_gemm_dim) {
   std::vector<fp8d::RecipeConfig> out;
   for (absl::string_view name : absl::StrSplit(list, ',')) {
     fp8d::v1::Recipe proto;
-    proto.set_name(std::string(name));
+    // "blockwise-128x128": the blockwise recipe with 128x128 weight blocks.
+    if (name == "blockwise-128x128") {
+      proto.set_name("blockwise");
+      proto.set_weight_block("128x128");
+    } else {
+      proto.set_name(std::string(name));
+    }
     if (min_gemm_dim > 0) proto.mutable_policy()->set_min_gemm_dim(min_gemm_dim);
     absl::StatusOr<fp8d::RecipeConfig> r = fp8d::ResolveRecipe(proto);
     if (!r.ok()) return r.status();
@@ -131,7 +147,7 @@ int RunCase(const BenchCase& c, const fp8d::RecipeConfig& recipe, int steps, int
       "  step_time_ms=%.2f tokens_per_s=%.0f model_tflops=%.1f mfu=%.1f%% (peak %.0f TFLOP/s)\n"
       "  flops_per_token=%.4g (6N=%.4g + attention) peak_mem_gib=%.2f (plan %.2f GiB, "
       "device used %.2f of %.2f GiB) create_s=%.1f loss %.4f -> %.4f\n",
-      c.model.c_str(), std::string(fp8d::RecipeKindName(recipe.kind)).c_str(),
+      c.model.c_str(), RecipeLabel(recipe).c_str(),
       options.fuse_fp8_casts ? "" : " (unfused casts)", plan.fp8_count(),
       plan.layers.size(), c.batch, c.seq, model->ParamCount() / 1e6, dev.name.c_str(),
       AttentionLabel(**engine, options), steps, warmup,

@@ -141,10 +141,17 @@ ref::Fp8OperandQuant RefOperand(const Fp8LinearOptions& o, Fp8Format format, flo
   return q;
 }
 
+// 128x128 weight tiles (the same tiles in W and W^T).
+ref::Fp8OperandQuant RefWeight(const Fp8LinearOptions& o, float scale) {
+  ref::Fp8OperandQuant q = RefOperand(o, Fp8Format::kE4M3, scale);
+  if (o.weight_tiles_128x128) q.block_rows = 128;
+  return q;
+}
+
 ref::Fp8LinearQuant RefQuant(const Fp8LinearOptions& o, const DelayedScales& s) {
   ref::Fp8LinearQuant q;
   q.input = RefOperand(o, Fp8Format::kE4M3, s.input);
-  q.weight = RefOperand(o, Fp8Format::kE4M3, s.weight);
+  q.weight = RefWeight(o, s.weight);
   q.grad_output = RefOperand(o, o.grad_format, s.grad_output);
   return q;
 }
@@ -284,6 +291,18 @@ TEST_F(GpuFp8LinearTest, RowwiseHybridMatchesReference) {
 
 TEST_F(GpuFp8LinearTest, Blockwise1x128E4M3MatchesReference) {
   CheckShapes(MakeCase(Fp8LinearScaling::kBlock1x128, Fp8Format::kE4M3), AllShapes(), 7000);
+}
+
+// 128x128 weight tiles at the model shapes (every dimension a multiple of 128) and one with
+// partial tiles along both weight axes.
+TEST_F(GpuFp8LinearTest, Blockwise128x128WeightTilesMatchReference) {
+  Case c = MakeCase(Fp8LinearScaling::kBlock1x128, Fp8Format::kE5M2);
+  c.options.weight_tiles_128x128 = true;
+  c.name += " 128x128 weights";
+  std::vector<GemmShape> shapes = kModelShapes;
+  shapes.push_back({128, 2304, 768});
+  shapes.push_back({144, 160, 384});
+  CheckShapes(c, shapes, 13000);
 }
 
 TEST_F(GpuFp8LinearTest, Blockwise1x128HybridMatchesReference) {
@@ -518,8 +537,12 @@ TEST(GpuFp8LinearConfigTest, RecipesMapToOptionsAndUnsupportedOnesAreRefused) {
   EXPECT_EQ(block->scaling, Fp8LinearScaling::kBlock1x128);
   EXPECT_EQ(block->grad_format, Fp8Format::kE4M3);
 
+  EXPECT_FALSE(block->weight_tiles_128x128);
   r.weight_block = WeightBlock::k128x128;
-  EXPECT_EQ(Fp8LinearOptionsFromRecipe(r).status().code(), absl::StatusCode::kUnimplemented);
+  const absl::StatusOr<Fp8LinearOptions> tiles = Fp8LinearOptionsFromRecipe(r);
+  ASSERT_TRUE(tiles.ok()) << tiles.status();
+  EXPECT_EQ(tiles->scaling, Fp8LinearScaling::kBlock1x128);
+  EXPECT_TRUE(tiles->weight_tiles_128x128);
   r.kind = RecipeKind::kMxfp8;
   EXPECT_EQ(Fp8LinearOptionsFromRecipe(r).status().code(),
             absl::StatusCode::kFailedPrecondition);
