@@ -29,19 +29,13 @@ __device__ __forceinline__ float TileScale(float amax, float fp8_max) {
 // sorts above inf, so an integer max propagates NaN as core's Amax does.
 __device__ __forceinline__ uint32_t AbsBits(float x) { return __float_as_uint(x) & 0x7fffffffu; }
 
-// One block per tile: the tile's amax, its scale, then the cast (the second read of the tile
-// comes from L2). Weights are cast once per step, so this favours clarity over the last 10%.
-template <typename T, bool kE4M3>
-__global__ void Block128x128Kernel(const T* __restrict__ in, int64_t rows, int64_t cols,
-                                   float fp8_max, Fp8TileScaleLayout layout,
-                                   uint8_t* __restrict__ out, float* scale_inv, float* scales) {
+// The scale of the h x w tile at (r0, c0) of a [*, cols] tensor, from its amax; every thread of
+// the block must call it and gets the same value.
+template <typename T>
+__device__ float TileScaleOf(const T* __restrict__ in, int64_t cols, int64_t r0, int64_t c0,
+                             int64_t h, int64_t w, float fp8_max) {
   __shared__ uint32_t warp_max[kWarps];
-  const int64_t tile_cols = Fp8TileCount(cols);
-  const int64_t tile_row = blockIdx.x / tile_cols, tile_col = blockIdx.x % tile_cols;
-  const int64_t r0 = tile_row * kFp8TileDim, c0 = tile_col * kFp8TileDim;
-  const int64_t h = min(kFp8TileDim, rows - r0), w = min(kFp8TileDim, cols - c0);
   const int lane = threadIdx.x % kWarpSize, warp = threadIdx.x / kWarpSize;
-
   uint32_t bits = 0;
   for (int64_t r = warp; r < h; r += kWarps) {
     const T* src = in + (r0 + r) * cols + c0;
@@ -52,7 +46,22 @@ __global__ void Block128x128Kernel(const T* __restrict__ in, int64_t rows, int64
   __syncthreads();
   bits = 0;
   for (int i = 0; i < kWarps; ++i) bits = max(bits, warp_max[i]);
-  const float scale = TileScale(__uint_as_float(bits), fp8_max);
+  return TileScale(__uint_as_float(bits), fp8_max);
+}
+
+// One block per tile: the tile's amax, its scale, then the cast (the second read of the tile
+// comes from L2). Weights are cast once per step, so this favours clarity over the last 10%.
+template <typename T, bool kE4M3>
+__global__ void Block128x128Kernel(const T* __restrict__ in, int64_t rows, int64_t cols,
+                                   float fp8_max, Fp8TileScaleLayout layout,
+                                   uint8_t* __restrict__ out, float* scale_inv, float* scales) {
+  const int64_t tile_cols = Fp8TileCount(cols);
+  const int64_t tile_row = blockIdx.x / tile_cols, tile_col = blockIdx.x % tile_cols;
+  const int64_t r0 = tile_row * kFp8TileDim, c0 = tile_col * kFp8TileDim;
+  const int64_t h = min(kFp8TileDim, rows - r0), w = min(kFp8TileDim, cols - c0);
+  const int lane = threadIdx.x % kWarpSize, warp = threadIdx.x / kWarpSize;
+
+  const float scale = TileScaleOf(in, cols, r0, c0, h, w, fp8_max);
   if (threadIdx.x == 0) {
     const int64_t at = Fp8TileScaleIndex(layout, rows, cols, tile_row, tile_col);
     scale_inv[at] = 1.0f / scale;
@@ -78,7 +87,6 @@ __global__ void Block128x128TransposeKernel(const T* __restrict__ in, int64_t ro
                                             float fp8_max, uint8_t* __restrict__ out,
                                             float* scale_inv, uint8_t* __restrict__ out_t,
                                             float* scale_inv_t, Fp8CastStats* stats) {
-  __shared__ uint32_t warp_max[kWarps];
   __shared__ uint8_t tile[kFp8TileDim][kFp8TileDim + 4];
   const Fp8TileScaleLayout layout = kCublasLtTileScaleLayout;
   const int64_t tile_cols = Fp8TileCount(cols);
@@ -87,17 +95,7 @@ __global__ void Block128x128TransposeKernel(const T* __restrict__ in, int64_t ro
   const int64_t h = min(kFp8TileDim, rows - r0), w = min(kFp8TileDim, cols - c0);
   const int lane = threadIdx.x % kWarpSize, warp = threadIdx.x / kWarpSize;
 
-  uint32_t bits = 0;
-  for (int64_t r = warp; r < h; r += kWarps) {
-    const T* src = in + (r0 + r) * cols + c0;
-    for (int64_t c = lane; c < w; c += kWarpSize) bits = max(bits, AbsBits(ToFloat(src[c])));
-  }
-  bits = __reduce_max_sync(0xffffffffu, bits);
-  if (lane == 0) warp_max[warp] = bits;
-  __syncthreads();
-  bits = 0;
-  for (int i = 0; i < kWarps; ++i) bits = max(bits, warp_max[i]);
-  const float scale = TileScale(__uint_as_float(bits), fp8_max);
+  const float scale = TileScaleOf(in, cols, r0, c0, h, w, fp8_max);
   if (threadIdx.x == 0) {
     scale_inv[Fp8TileScaleIndex(layout, rows, cols, tile_row, tile_col)] = 1.0f / scale;
     scale_inv_t[Fp8TileScaleIndex(layout, cols, rows, tile_col, tile_row)] = 1.0f / scale;

@@ -22,6 +22,7 @@ using fp8_device::kFullMask;
 using fp8_device::kPersistentBlocks;
 using fp8_device::LocalStats;
 using fp8_device::MemoryLoader;
+using fp8_device::TensorScale;
 using fp8_device::TiledGrid;
 using fp8_device::ToFp8;
 
@@ -58,13 +59,8 @@ __global__ void CastKernel(const T* __restrict__ in, int64_t n, const float* sca
                            const float* amax_for_scale, int margin, float fp8_max,
                            uint8_t* __restrict__ out, float* scale_out, float* scale_inv,
                            Fp8CastStats* stats) {
-  const float scale = amax_for_scale != nullptr
-                          ? DeviceComputeScale(*amax_for_scale, fp8_max, margin, 1.f)
-                          : *scale_ptr;
-  if (blockIdx.x == 0 && threadIdx.x == 0) {
-    if (scale_out != nullptr) *scale_out = scale;
-    if (scale_inv != nullptr) *scale_inv = 1.0f / scale;
-  }
+  const float scale =
+      TensorScale(scale_ptr, amax_for_scale, margin, fp8_max, scale_out, scale_inv);
   LocalStats local;
   const int64_t first = static_cast<int64_t>(blockIdx.x) * blockDim.x + threadIdx.x;
   const int64_t stride = static_cast<int64_t>(gridDim.x) * blockDim.x;
@@ -110,13 +106,8 @@ __global__ void CastTransposeKernel(const T* __restrict__ in, int64_t rows, int6
                                     uint8_t* __restrict__ out_t, float* scale_out,
                                     float* scale_inv, Fp8CastStats* stats) {
   __shared__ uint8_t tile[kTile][kTile + 4];  // padded against bank conflicts on the transpose
-  const float scale = amax_for_scale != nullptr
-                          ? DeviceComputeScale(*amax_for_scale, fp8_max, margin, 1.f)
-                          : *scale_ptr;
-  if (blockIdx.x == 0 && threadIdx.x == 0 && threadIdx.y == 0) {
-    if (scale_out != nullptr) *scale_out = scale;
-    if (scale_inv != nullptr) *scale_inv = 1.0f / scale;
-  }
+  const float scale =
+      TensorScale(scale_ptr, amax_for_scale, margin, fp8_max, scale_out, scale_inv);
   const int64_t tiles_across = CeilDiv(cols, kTile);
   const int64_t r0 = (blockIdx.x / tiles_across) * kTile;
   const int64_t c0 = (blockIdx.x % tiles_across) * kTile;

@@ -81,6 +81,22 @@ struct LocalStats {
   }
 };
 
+// The per-tensor scale of a cast kernel: read from `scale_ptr` or, with `amax_for_scale`, derived
+// from that amax (current scaling); block 0's first thread publishes it (scale_out) and its
+// inverse (scale_inv, what the GEMM's scale pointer wants).
+__device__ __forceinline__ float TensorScale(const float* scale_ptr, const float* amax_for_scale,
+                                             int margin, float fp8_max, float* scale_out,
+                                             float* scale_inv) {
+  const float scale = amax_for_scale != nullptr
+                          ? DeviceComputeScale(*amax_for_scale, fp8_max, margin, 1.f)
+                          : *scale_ptr;
+  if (blockIdx.x == 0 && threadIdx.x == 0 && threadIdx.y == 0) {
+    if (scale_out != nullptr) *scale_out = scale;
+    if (scale_inv != nullptr) *scale_inv = 1.0f / scale;
+  }
+  return scale;
+}
+
 // Tensors whose sides are multiples of 64 (every FP8 GEMM operand of a model with 64-aligned
 // widths and token counts) are cast in 64x64 tiles.
 constexpr int kFastTile = 64;
@@ -118,13 +134,8 @@ __global__ void __launch_bounds__(kFastThreads)
   constexpr int kRowsPerPass = kFastThreads / kThreadsPerRow;
   constexpr int kPad = 8;  // staggers the column reads; keeps rows 8-byte aligned for uint2
   __shared__ __align__(16) uint8_t tile[kFastTile][kFastTile + kPad];
-  const float scale = amax_for_scale != nullptr
-                          ? DeviceComputeScale(*amax_for_scale, fp8_max, margin, 1.f)
-                          : *scale_ptr;
-  if (blockIdx.x == 0 && threadIdx.x == 0) {
-    if (scale_out != nullptr) *scale_out = scale;
-    if (scale_inv != nullptr) *scale_inv = 1.0f / scale;
-  }
+  const float scale =
+      TensorScale(scale_ptr, amax_for_scale, margin, fp8_max, scale_out, scale_inv);
   const int64_t tiles_across = cols / kFastTile;
   const int64_t n_tiles = (rows / kFastTile) * tiles_across;
   const int t = threadIdx.x;
