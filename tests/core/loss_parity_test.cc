@@ -16,19 +16,16 @@ namespace {
 
 namespace fs = std::filesystem;
 
-// English text that ships with the project: its READMEs, benchmark notes and API schema.
-std::string RepositoryText() {
-  const char* files[] = {"README.md", "kernels/README.md", "tests/bench/RESULTS.md",
-                         "proto/fp8d/v1/job.proto", "proto/fp8d/v1/recipe.proto",
-                         "proto/fp8d/v1/telemetry.proto", "proto/fp8d/v1/trainer.proto"};
-  std::string text;
-  for (const char* f : files) {
-    std::ifstream in(fs::path(FP8D_SOURCE_DIR) / f, std::ios::binary);
-    std::stringstream ss;
-    ss << in.rdbuf();
-    text += ss.str();
-  }
-  return text;
+// English text that does not change with the project: Debian's fortune cookies (package
+// `fortunes`, which deploy/install-deps.sh installs; the demo job trains on it too). The
+// project's own documents would move every result whenever they are edited.
+constexpr char kCorpus[] = "/usr/share/games/fortunes/cookie";
+
+std::string FixedText() {
+  std::ifstream in(kCorpus, std::ios::binary);
+  std::stringstream ss;
+  ss << in.rdbuf();
+  return ss.str();
 }
 
 // A corpus file in a fresh folder; returns its path.
@@ -36,7 +33,10 @@ std::string WriteCorpus() {
   const fs::path dir = fs::path(::testing::TempDir()) / "fp8d-loss-parity";
   fs::create_directories(dir);
   const fs::path path = dir / "text.txt";
-  std::ofstream(path, std::ios::binary) << RepositoryText();
+  const std::string text = FixedText();
+  EXPECT_GT(text.size(), 100000u) << kCorpus << " is missing or short: install the Debian "
+                                  << "package fortunes (deploy/install-deps.sh does)";
+  std::ofstream(path, std::ios::binary) << text;
   return path.string();
 }
 
@@ -70,9 +70,11 @@ fp8d::v1::JobSpec TinySpec(const std::string& train, const std::string& recipe, 
 }
 
 constexpr int kSteps = 60;
-// DESIGN's bound for 124m holds for the tiny model too at this length (the CPU engine measured
-// 0.15% for both recipes, bit-exact from run to run); the GPU test holds 124m to it on real text.
+// DESIGN's bound, as the GPU test applies it: FP8 ends at most 1% above bf16 and at most 3%
+// below (below would mean the runs are not comparable, not that FP8 costs accuracy). The CPU
+// engine is bit-exact from run to run, so the numbers printed are the ones asserted.
 constexpr double kTinyParityRelTol = 0.01;
+constexpr double kTinyMaxBetterRelTol = 0.03;
 // The model learns the text: the held-out loss falls well below its starting value (ln 256 =
 // 5.5 nats for a uniform guess).
 constexpr double kLearnedFraction = 0.8;
@@ -102,7 +104,7 @@ TEST(LossParityCpuTest, TinyDelayedAndCurrentEndNearBf16OnTheSameBatches) {
                 kInitialEvalRelTol * bf16.initial_eval_loss)
         << runs[i].recipe;
     EXPECT_GT(runs[i].fp8_layers, 0) << runs[i].recipe;
-    EXPECT_TRUE(EvalLossWithin(runs[i], bf16, kTinyParityRelTol));
+    EXPECT_TRUE(EvalLossNoWorse(runs[i], bf16, kTinyParityRelTol, kTinyMaxBetterRelTol));
   }
 }
 
