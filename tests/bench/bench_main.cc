@@ -185,7 +185,8 @@ int main(int argc, char** argv) {
     else if (!std::strcmp(argv[i], "--warmup")) warmup = std::atoi(next("--warmup"));
     else if (!std::strcmp(argv[i], "--recipe")) recipe_list = next("--recipe");
     else if (!std::strcmp(argv[i], "--unfused")) options.fuse_fp8_casts = false;
-    else if (!std::strcmp(argv[i], "--min-gemm-dim")) min_gemm_dim = std::atoi(next("--min-gemm-dim"));
+    else if (!std::strcmp(argv[i], "--min-gemm-dim"))
+      min_gemm_dim = std::atoi(next("--min-gemm-dim"));
     else if (!std::strcmp(argv[i], "--attention")) {
       const std::string a = next("--attention");
       if (a != "cudnn" && a != "cudnn-fwd" && a != "reference") {
