@@ -3,6 +3,7 @@
 #include "core/fp8_format.h"
 #include "kernels/cuda_check.h"
 #include "kernels/device_common.cuh"
+#include "kernels/elementwise_math.cuh"
 #include "kernels/fp8_cast_device.cuh"
 #include "kernels/rmsnorm.cuh"
 
@@ -16,22 +17,19 @@ using fp8_device::kFastTile;
 using fp8_device::TiledGrid;
 
 // Eight BF16 values from a 16-byte aligned address.
+__device__ __forceinline__ void Load8(const bf16* p, bf16 (&v)[8]) {
+  *reinterpret_cast<uint4*>(v) = *reinterpret_cast<const uint4*>(p);
+}
 __device__ __forceinline__ void Load8(const bf16* p, float (&v)[8]) {
   alignas(16) bf16 vals[8];
-  *reinterpret_cast<uint4*>(vals) = *reinterpret_cast<const uint4*>(p);
+  Load8(p, vals);
 #pragma unroll
   for (int j = 0; j < 8; ++j) v[j] = __bfloat162float(vals[j]);
 }
 
-__device__ __forceinline__ float RoundToBf16(float x) {
-  return __bfloat162float(__float2bfloat16_rn(x));
-}
-
-// The expressions below are those of kernels/rmsnorm.cu and kernels/swiglu.cu, term for term,
-// so the values (rounded to BF16 as those kernels store them) and therefore the codes are the
-// same.
-__device__ __forceinline__ float Sigmoid(float x) { return 1.f / (1.f + expf(-x)); }
-
+// The loaders compute the values with the unfused kernels' own formulas
+// (kernels/elementwise_math.cuh), so they round to the same BF16 values and cast to the same
+// codes.
 struct RmsNormLoader {
   static constexpr int kVec = 8;
   const bf16* x;
@@ -43,7 +41,7 @@ struct RmsNormLoader {
     Load8(x + row * channels + col, v);
     const float r = rstd[row];
 #pragma unroll
-    for (int j = 0; j < 8; ++j) v[j] = RoundToBf16(v[j] * r * weight[col + j]);
+    for (int j = 0; j < 8; ++j) v[j] = __bfloat162float(RmsNormValue(v[j], r, weight[col + j]));
   }
 };
 
@@ -53,11 +51,11 @@ struct SwiGluForwardLoader {
   int64_t d_ff;
 
   __device__ __forceinline__ void operator()(int64_t row, int64_t col, float (&v)[8]) const {
-    float g[8], u[8];
+    alignas(16) bf16 g[8], u[8];
     Load8(gate_up + row * 2 * d_ff + col, g);
     Load8(gate_up + row * 2 * d_ff + d_ff + col, u);
 #pragma unroll
-    for (int j = 0; j < 8; ++j) v[j] = RoundToBf16(g[j] * Sigmoid(g[j]) * u[j]);
+    for (int j = 0; j < 8; ++j) v[j] = __bfloat162float(SwiGluValue(g[j], u[j]));
   }
 };
 
@@ -72,16 +70,16 @@ struct SwiGluBackwardLoader {
   __device__ __forceinline__ void operator()(int64_t row, int64_t col, float (&v)[8]) const {
     const bool is_gate = col < d_ff;
     const int64_t j0 = is_gate ? col : col - d_ff;
-    float g[8], u[8], d[8];
+    alignas(16) bf16 g[8], u[8], d[8];
     Load8(gate_up + row * 2 * d_ff + j0, g);
     Load8(dh + row * d_ff + j0, d);
+    // dup does not depend on up: the dup half reads no up values.
     if (is_gate) Load8(gate_up + row * 2 * d_ff + d_ff + j0, u);
 #pragma unroll
     for (int j = 0; j < 8; ++j) {
-      const float s = Sigmoid(g[j]);
-      const float silu = g[j] * s;
-      const float dsilu = s * (1.f + g[j] * (1.f - s));
-      v[j] = is_gate ? RoundToBf16(d[j] * u[j] * dsilu) : RoundToBf16(d[j] * silu);
+      bf16 dgate, dup;
+      SwiGluGrad(g[j], is_gate ? u[j] : g[j], d[j], &dgate, &dup);
+      v[j] = __bfloat162float(is_gate ? dgate : dup);
     }
   }
 };

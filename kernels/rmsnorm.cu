@@ -2,6 +2,7 @@
 
 #include "kernels/cuda_check.h"
 #include "kernels/device_common.cuh"
+#include "kernels/elementwise_math.cuh"
 
 namespace fp8d::kernels {
 namespace {
@@ -27,7 +28,7 @@ __global__ void RmsNormForwardKernel(__nv_bfloat16* y, float* rstd, const __nv_b
   if (y != nullptr) {  // null: only rstd (RmsNormForwardToFp8 writes the output itself)
     __nv_bfloat16* yr = y + row * channels;
     for (int c = lane; c < channels; c += kWarpSize) {
-      yr[c] = __float2bfloat16_rn(__bfloat162float(xr[c]) * r * weight[c]);
+      yr[c] = RmsNormValue(__bfloat162float(xr[c]), r, weight[c]);
     }
   }
   if (rstd != nullptr && lane == 0) rstd[row] = r;

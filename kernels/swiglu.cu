@@ -5,6 +5,7 @@
 
 #include "kernels/cuda_check.h"
 #include "kernels/device_common.cuh"
+#include "kernels/elementwise_math.cuh"
 
 namespace fp8d::kernels {
 namespace {
@@ -17,27 +18,9 @@ constexpr int kVec = 8;
 // occupancy the registers allow.
 constexpr int kVecsPerThread = 4;
 
-// The element formulas, shared by the scalar and the vector kernels so both compile to the same
-// FP32 operations and round identically: which path runs never changes a bit of the result.
-__device__ __forceinline__ float Sigmoid(float x) { return 1.f / (1.f + expf(-x)); }
-
-__device__ __forceinline__ __nv_bfloat16 SwiGluValue(__nv_bfloat16 gate, __nv_bfloat16 up) {
-  const float g = __bfloat162float(gate);
-  const float u = __bfloat162float(up);
-  return __float2bfloat16_rn(g * Sigmoid(g) * u);
-}
-
-__device__ __forceinline__ void SwiGluGrad(__nv_bfloat16 gate, __nv_bfloat16 up, __nv_bfloat16 dh,
-                                           __nv_bfloat16* dgate, __nv_bfloat16* dup) {
-  const float g = __bfloat162float(gate);
-  const float u = __bfloat162float(up);
-  const float d = __bfloat162float(dh);
-  const float s = Sigmoid(g);
-  const float silu = g * s;
-  const float dsilu = s * (1.f + g * (1.f - s));
-  *dgate = __float2bfloat16_rn(d * u * dsilu);
-  *dup = __float2bfloat16_rn(d * silu);
-}
+// The element formulas (kernels/elementwise_math.cuh) are shared by the scalar and the vector
+// kernels, so both compile to the same FP32 operations and round identically: which path runs
+// never changes a bit of the result.
 
 // A 16-byte vector viewed as its 8 BF16 elements.
 union Bf16x8 {
