@@ -2,8 +2,6 @@
 
 #include <cuda_fp8.h>
 
-#include <cfloat>
-
 #include "core/fp8_format.h"
 #include "kernels/cuda_check.h"
 #include "kernels/device_common.cuh"
@@ -17,18 +15,6 @@ namespace {
 constexpr int kThreads = 256;
 constexpr int kWarps = kThreads / kWarpSize;
 
-// core's BlockScale: 1 for amax 0, NaN or inf; FLT_MAX when fp8_max / amax overflows, so
-// 1 / scale stays nonzero.
-__device__ __forceinline__ float TileScale(float amax, float fp8_max) {
-  if (!isfinite(amax) || !(amax > 0.f)) return 1.f;
-  const float scale = fp8_max / amax;
-  return isinf(scale) ? FLT_MAX : scale;
-}
-
-// |x| as bits: for non-negative floats the unsigned order is the numeric order and every NaN
-// sorts above inf, so an integer max propagates NaN as core's Amax does.
-__device__ __forceinline__ uint32_t AbsBits(float x) { return __float_as_uint(x) & 0x7fffffffu; }
-
 // The scale of the h x w tile at (r0, c0) of a [*, cols] tensor, from its amax; every thread of
 // the block must call it and gets the same value.
 template <typename T>
@@ -39,22 +25,30 @@ __device__ float TileScaleOf(const T* __restrict__ in, int64_t cols, int64_t r0,
   uint32_t bits = 0;
   for (int64_t r = warp; r < h; r += kWarps) {
     const T* src = in + (r0 + r) * cols + c0;
-    for (int64_t c = lane; c < w; c += kWarpSize) bits = max(bits, AbsBits(ToFloat(src[c])));
+    for (int64_t c = lane; c < w; c += kWarpSize) {
+      bits = max(bits, fp8_device::AbsBits(ToFloat(src[c])));
+    }
   }
   bits = __reduce_max_sync(0xffffffffu, bits);
   if (lane == 0) warp_max[warp] = bits;
   __syncthreads();
   bits = 0;
   for (int i = 0; i < kWarps; ++i) bits = max(bits, warp_max[i]);
-  return TileScale(__uint_as_float(bits), fp8_max);
+  return fp8_device::BlockScale(__uint_as_float(bits), fp8_max);
 }
 
 // One block per tile: the tile's amax, its scale, then the cast (the second read of the tile
-// comes from L2). Weights are cast once per step, so this favours clarity over the last 10%.
+// comes from L2); weights are cast once per step. Scales go to `layout` over [rows, cols]. With
+// out_t, also the transposed copy W^T [cols, rows] with the same tiles (so its codes are exactly
+// W's transposed, staged through shared memory for coalesced rows) and its scales in `layout`
+// over [cols, rows]. With stats, the cast's statistics.
 template <typename T, bool kE4M3>
 __global__ void Block128x128Kernel(const T* __restrict__ in, int64_t rows, int64_t cols,
                                    float fp8_max, Fp8TileScaleLayout layout,
-                                   uint8_t* __restrict__ out, float* scale_inv, float* scales) {
+                                   uint8_t* __restrict__ out, float* scale_inv, float* scales,
+                                   uint8_t* __restrict__ out_t, float* scale_inv_t,
+                                   Fp8CastStats* stats) {
+  __shared__ uint8_t tile[kFp8TileDim][kFp8TileDim + 4];
   const int64_t tile_cols = Fp8TileCount(cols);
   const int64_t tile_row = blockIdx.x / tile_cols, tile_col = blockIdx.x % tile_cols;
   const int64_t r0 = tile_row * kFp8TileDim, c0 = tile_col * kFp8TileDim;
@@ -66,39 +60,9 @@ __global__ void Block128x128Kernel(const T* __restrict__ in, int64_t rows, int64
     const int64_t at = Fp8TileScaleIndex(layout, rows, cols, tile_row, tile_col);
     scale_inv[at] = 1.0f / scale;
     if (scales != nullptr) scales[at] = scale;
-  }
-
-  for (int64_t r = warp; r < h; r += kWarps) {
-    const T* src = in + (r0 + r) * cols + c0;
-    uint8_t* dst = out + (r0 + r) * cols + c0;
-    for (int64_t c = lane; c < w; c += kWarpSize) {
-      dst[c] = __nv_cvt_float_to_fp8(ToFloat(src[c]) * scale, __NV_SATFINITE,
-                                     kE4M3 ? __NV_E4M3 : __NV_E5M2);
+    if (out_t != nullptr) {
+      scale_inv_t[Fp8TileScaleIndex(layout, cols, rows, tile_col, tile_row)] = 1.0f / scale;
     }
-  }
-}
-
-// The weight cast an FP8 Linear needs: W's codes and tile scales, the transposed copy W^T [cols,
-// rows] with the same tiles (so its codes are exactly W's transposed, staged through shared
-// memory for coalesced rows) and its scales in the layout cuBLASLt reads for W^T, and the
-// statistics of the cast. One block per tile.
-template <typename T, bool kE4M3>
-__global__ void Block128x128TransposeKernel(const T* __restrict__ in, int64_t rows, int64_t cols,
-                                            float fp8_max, uint8_t* __restrict__ out,
-                                            float* scale_inv, uint8_t* __restrict__ out_t,
-                                            float* scale_inv_t, Fp8CastStats* stats) {
-  __shared__ uint8_t tile[kFp8TileDim][kFp8TileDim + 4];
-  const Fp8TileScaleLayout layout = kCublasLtTileScaleLayout;
-  const int64_t tile_cols = Fp8TileCount(cols);
-  const int64_t tile_row = blockIdx.x / tile_cols, tile_col = blockIdx.x % tile_cols;
-  const int64_t r0 = tile_row * kFp8TileDim, c0 = tile_col * kFp8TileDim;
-  const int64_t h = min(kFp8TileDim, rows - r0), w = min(kFp8TileDim, cols - c0);
-  const int lane = threadIdx.x % kWarpSize, warp = threadIdx.x / kWarpSize;
-
-  const float scale = TileScaleOf(in, cols, r0, c0, h, w, fp8_max);
-  if (threadIdx.x == 0) {
-    scale_inv[Fp8TileScaleIndex(layout, rows, cols, tile_row, tile_col)] = 1.0f / scale;
-    scale_inv_t[Fp8TileScaleIndex(layout, cols, rows, tile_col, tile_row)] = 1.0f / scale;
   }
   fp8_device::LocalStats local;
   for (int64_t r = warp; r < h; r += kWarps) {
@@ -113,7 +77,8 @@ __global__ void Block128x128TransposeKernel(const T* __restrict__ in, int64_t ro
       local.Add(x, scaled, code, fp8_max);
     }
   }
-  if (stats != nullptr) local.FlushBlock(stats);  // synchronises the block
+  if (stats != nullptr) local.FlushBlock(stats);
+  if (out_t == nullptr) return;  // uniform across the block
   __syncthreads();
   for (int64_t c = warp; c < w; c += kWarps) {
     uint8_t* dst = out_t + (c0 + c) * rows + r0;
@@ -124,19 +89,22 @@ __global__ void Block128x128TransposeKernel(const T* __restrict__ in, int64_t ro
 template <typename T>
 void Block128x128Impl(const T* in, int64_t rows, int64_t cols, Fp8Format format,
                       Fp8TileScaleLayout layout, uint8_t* out, float* scale_inv, float* scales,
+                      uint8_t* out_t, float* scale_inv_t, Fp8CastStats* stats,
                       cudaStream_t stream) {
   FP8D_KERNELS_CHECK(rows >= 0 && cols >= 0);
   FP8D_KERNELS_CHECK(out != nullptr && scale_inv != nullptr);
+  FP8D_KERNELS_CHECK(out_t == nullptr || scale_inv_t != nullptr);
+  if (stats != nullptr) CUDA_CHECK(cudaMemsetAsync(stats, 0, sizeof(Fp8CastStats), stream));
   const int64_t tiles = Fp8TileCount(rows) * Fp8TileCount(cols);
   if (tiles == 0) return;
   // One block per tile: a 16k x 16k weight is 16384 tiles, far under the grid limit.
   FP8D_KERNELS_CHECK(tiles <= INT32_MAX);
   if (format == Fp8Format::kE4M3) {
     Block128x128Kernel<T, true><<<static_cast<unsigned>(tiles), kThreads, 0, stream>>>(
-        in, rows, cols, kE4M3Max, layout, out, scale_inv, scales);
+        in, rows, cols, kE4M3Max, layout, out, scale_inv, scales, out_t, scale_inv_t, stats);
   } else {
     Block128x128Kernel<T, false><<<static_cast<unsigned>(tiles), kThreads, 0, stream>>>(
-        in, rows, cols, kE5M2Max, layout, out, scale_inv, scales);
+        in, rows, cols, kE5M2Max, layout, out, scale_inv, scales, out_t, scale_inv_t, stats);
   }
   CUDA_CHECK_LAUNCH();
 }
@@ -146,49 +114,32 @@ void Block128x128Impl(const T* in, int64_t rows, int64_t cols, Fp8Format format,
 void Block128x128CastToFp8(const __nv_bfloat16* in, int64_t rows, int64_t cols, Fp8Format format,
                            Fp8TileScaleLayout layout, uint8_t* out, float* scale_inv,
                            float* scales, cudaStream_t stream) {
-  Block128x128Impl(in, rows, cols, format, layout, out, scale_inv, scales, stream);
+  Block128x128Impl(in, rows, cols, format, layout, out, scale_inv, scales, nullptr, nullptr,
+                   nullptr, stream);
 }
 
 void Block128x128CastToFp8(const float* in, int64_t rows, int64_t cols, Fp8Format format,
                            Fp8TileScaleLayout layout, uint8_t* out, float* scale_inv,
                            float* scales, cudaStream_t stream) {
-  Block128x128Impl(in, rows, cols, format, layout, out, scale_inv, scales, stream);
-}
-
-template <typename T>
-void Block128x128TransposeImpl(const T* in, int64_t rows, int64_t cols, Fp8Format format,
-                               uint8_t* out, float* scale_inv, uint8_t* out_t, float* scale_inv_t,
-                               Fp8CastStats* stats, cudaStream_t stream) {
-  FP8D_KERNELS_CHECK(rows >= 0 && cols >= 0);
-  FP8D_KERNELS_CHECK(out != nullptr && scale_inv != nullptr && out_t != nullptr &&
-                     scale_inv_t != nullptr);
-  if (stats != nullptr) CUDA_CHECK(cudaMemsetAsync(stats, 0, sizeof(Fp8CastStats), stream));
-  const int64_t tiles = Fp8TileCount(rows) * Fp8TileCount(cols);
-  if (tiles == 0) return;
-  FP8D_KERNELS_CHECK(tiles <= INT32_MAX);
-  if (format == Fp8Format::kE4M3) {
-    Block128x128TransposeKernel<T, true><<<static_cast<unsigned>(tiles), kThreads, 0, stream>>>(
-        in, rows, cols, kE4M3Max, out, scale_inv, out_t, scale_inv_t, stats);
-  } else {
-    Block128x128TransposeKernel<T, false><<<static_cast<unsigned>(tiles), kThreads, 0, stream>>>(
-        in, rows, cols, kE5M2Max, out, scale_inv, out_t, scale_inv_t, stats);
-  }
-  CUDA_CHECK_LAUNCH();
+  Block128x128Impl(in, rows, cols, format, layout, out, scale_inv, scales, nullptr, nullptr,
+                   nullptr, stream);
 }
 
 void Block128x128CastTransposeToFp8(const __nv_bfloat16* in, int64_t rows, int64_t cols,
                                     Fp8Format format, uint8_t* out, float* scale_inv,
                                     uint8_t* out_t, float* scale_inv_t, Fp8CastStats* stats,
                                     cudaStream_t stream) {
-  Block128x128TransposeImpl(in, rows, cols, format, out, scale_inv, out_t, scale_inv_t, stats,
-                            stream);
+  FP8D_KERNELS_CHECK(out_t != nullptr);
+  Block128x128Impl(in, rows, cols, format, kCublasLtTileScaleLayout, out, scale_inv, nullptr,
+                   out_t, scale_inv_t, stats, stream);
 }
 void Block128x128CastTransposeToFp8(const float* in, int64_t rows, int64_t cols,
                                     Fp8Format format, uint8_t* out, float* scale_inv,
                                     uint8_t* out_t, float* scale_inv_t, Fp8CastStats* stats,
                                     cudaStream_t stream) {
-  Block128x128TransposeImpl(in, rows, cols, format, out, scale_inv, out_t, scale_inv_t, stats,
-                            stream);
+  FP8D_KERNELS_CHECK(out_t != nullptr);
+  Block128x128Impl(in, rows, cols, format, kCublasLtTileScaleLayout, out, scale_inv, nullptr,
+                   out_t, scale_inv_t, stats, stream);
 }
 
 }  // namespace fp8d::kernels

@@ -3,7 +3,6 @@
 #include <cuda_fp8.h>
 
 #include <algorithm>
-#include <cfloat>
 
 #include "core/fp8_format.h"
 #include "kernels/cuda_check.h"
@@ -15,6 +14,7 @@ namespace fp8d::kernels {
 namespace {
 
 using fp8_device::AbsBits;
+using fp8_device::BlockScale;
 using fp8_device::CastTransposeTiledKernel;
 using fp8_device::kFastThreads;
 using fp8_device::kFastTile;
@@ -40,13 +40,6 @@ bool FitsTiledCastTranspose(const void* in, int64_t rows, int64_t cols, const ui
          reinterpret_cast<uintptr_t>(out_t) % 8 == 0;
 }
 
-// core's BlockScale (current scaling of a row or block): 1 for amax 0, NaN or inf; FLT_MAX when
-// fp8_max / amax overflows, so 1 / scale stays nonzero.
-__device__ __forceinline__ float BlockScale(float amax, float fp8_max) {
-  if (!isfinite(amax) || !(amax > 0.f)) return 1.f;
-  const float scale = fp8_max / amax;
-  return isinf(scale) ? FLT_MAX : scale;
-}
 
 int GridStrideBlocks(int64_t n) {
   return static_cast<int>(std::clamp<int64_t>(CeilDiv(n, kThreads), 1, kMaxGridStrideBlocks));

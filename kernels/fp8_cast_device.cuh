@@ -8,6 +8,7 @@
 
 #include <cuda_fp8.h>
 
+#include <cfloat>
 #include <cstdint>
 
 #include "kernels/delayed_scaling.cuh"
@@ -31,6 +32,14 @@ __device__ __forceinline__ uint8_t ToFp8(float x) {
 // |x| as bits: for non-negative floats the unsigned order is the numeric order, and every NaN
 // sorts above inf, so an integer max propagates NaN exactly like core's AmaxFold.
 __device__ __forceinline__ uint32_t AbsBits(float x) { return __float_as_uint(x) & 0x7fffffffu; }
+
+// core's BlockScale (current scaling of a row or block): 1 for amax 0, NaN or inf; FLT_MAX when
+// fp8_max / amax overflows, so 1 / scale stays nonzero.
+__device__ __forceinline__ float BlockScale(float amax, float fp8_max) {
+  if (!isfinite(amax) || !(amax > 0.f)) return 1.f;
+  const float scale = fp8_max / amax;
+  return isinf(scale) ? FLT_MAX : scale;
+}
 
 // One thread's share of the statistics, flushed once per block.
 struct LocalStats {
