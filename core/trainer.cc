@@ -117,6 +117,17 @@ void TrainingLoop::PublishStep(const StepResult& result, int64_t step_index) {
                               "parameters unchanged",
                               step, result.loss, result.grad_norm));
   }
+  // The amax record goes out before the step's metric record, so a client that has seen step N
+  // in the metric stream finds step N's amax in the amax stream too.
+  if (engine_->recipe().is_fp8() && sink_ != nullptr) {
+    fp8d::v1::AmaxRecord amax = engine_->AmaxTelemetry();
+    amax.set_step(step);
+    {
+      absl::MutexLock lock(&mu_);
+      amax.set_recipe_version(recipe_version_);
+    }
+    sink_->OnAmax(amax);
+  }
   if (step % spec_.log_interval() == 0 || step == spec_.steps()) {
     const LayerPlan plan = engine_->PlanLayers(step_index);
     fp8d::v1::MetricRecord record;
@@ -148,15 +159,6 @@ void TrainingLoop::PublishStep(const StepResult& result, int64_t step_index) {
     log_window_tokens_ = 0;
     log_window_seconds_ = 0;
     Emit(std::move(record));
-  }
-  if (engine_->recipe().is_fp8() && sink_ != nullptr) {
-    fp8d::v1::AmaxRecord amax = engine_->AmaxTelemetry();
-    amax.set_step(step);
-    {
-      absl::MutexLock lock(&mu_);
-      amax.set_recipe_version(recipe_version_);
-    }
-    sink_->OnAmax(amax);
   }
 }
 

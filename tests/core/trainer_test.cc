@@ -246,11 +246,19 @@ TEST_F(TrainerTest, RecipeSwitchAppliesAtTheReportedStep) {
   fp8d::v1::Recipe delayed;
   delayed.set_name("delayed");
   delayed.mutable_policy()->set_min_gemm_dim(kEveryLayerMinGemmDim);
+  // Steps whose amax record had not arrived when their metric record did: a client following the
+  // metric stream must find a step's amax already published.
+  std::vector<int64_t> amax_late;
   sink.on_step = [&](int64_t step) {
     if (step == 3) ticket = (*trainer)->RequestRecipeChange(delayed, fp8d::v1::AMAX_RESET, false);
+    if (step >= 4) {
+      const auto seen = sink.Amax();
+      if (seen.empty() || seen.back().step() != step) amax_late.push_back(step);
+    }
   };
   ASSERT_TRUE((*trainer)->Run().ok());
   ASSERT_TRUE(ticket.ok()) << ticket.status();
+  EXPECT_TRUE(amax_late.empty()) << "first late step: " << amax_late.front();
   EXPECT_EQ(ticket->version, 2);
   EXPECT_EQ(ticket->effective_step, 4);
 
