@@ -253,7 +253,8 @@ RunResult RunJob(Daemon& daemon, const OverheadPlan& plan, const std::string& la
 void CheckFollowers(const RunResult& run, int steps) {
   for (size_t i = 0; i < run.followers.size(); ++i) {
     const FollowerSeen& f = run.followers[i];
-    EXPECT_TRUE(f.metrics_status.ok()) << "follower " << i << " StreamMetrics: " << f.metrics_status;
+    EXPECT_TRUE(f.metrics_status.ok())
+        << "follower " << i << " StreamMetrics: " << f.metrics_status;
     EXPECT_TRUE(f.amax_status.ok()) << "follower " << i << " StreamAmax: " << f.amax_status;
     int missing = 0, repeated = 0;
     for (int s = 1; s <= steps; ++s) {
@@ -333,7 +334,8 @@ void MeasureOverhead(Daemon& daemon, const OverheadPlan& plan) {
               amax_bytes / 1e6);
   std::fflush(stdout);
   ::testing::Test::RecordProperty("steps_per_sec_alone", std::to_string(alone_rate));
-  ::testing::Test::RecordProperty("steps_per_sec_watched", std::to_string(watched.rate.steps_per_sec));
+  ::testing::Test::RecordProperty("steps_per_sec_watched",
+                                  std::to_string(watched.rate.steps_per_sec));
   if (plan.min_rate_ratio > 0) {
     EXPECT_GE(rate_ratio, plan.min_rate_ratio)
         << kClients << " clients following metrics and amax slowed training: "
@@ -383,10 +385,12 @@ TEST(GpuDaemonOverheadTest, EightClientsFollowingMetricsAndAmaxKeepTheStepRateOn
   plan.batch = 16;
   plan.seq_len = 1024;
   // A guard against a daemon that blocks training on its clients, with room for the noise of
-  // a ~3.5 s measurement. DESIGN.md's 1% target is judged from the printed ratio, not asserted:
-  // GPU clocks and host scheduling move single runs this short by about that much.
+  // a ~3 s measurement. DESIGN.md's 1% target is judged from the printed ratio, not asserted:
+  // GPU clocks and host scheduling move single runs this short by about that much. Measured on
+  // an H100 80GB HBM3, three repetitions: 0.9988, 0.9984 and 1.0013 (24.3 ms a step, 39 steps/s
+  // alone and watched).
   plan.min_rate_ratio = 0.97;
-  // About 10 s a job on an H100: engine start, 120 steps of ~30 ms, eval, a 1 GB checkpoint.
+  // About 7 s a job on an H100: engine start, 120 steps of ~25 ms, eval, a 1 GB checkpoint.
   plan.timeout = absl::Minutes(3);
   plan.what = absl::StrCat("cuda on ", info->device_name(), ", 124m-shaped delayed, ", plan.batch,
                            "x", plan.seq_len, " tokens of ", text.string());
