@@ -56,7 +56,10 @@ GemmDesc GemmDesc::From(const GemmConfig& c, const GemmShape& s) {
                   static_cast<int>(c.epilogue),
                   c.beta != 0.f,
                   c.fast_accum,
-                  c.a_scale != nullptr || c.b_scale != nullptr || c.d_scale != nullptr};
+                  c.a_scale != nullptr || c.b_scale != nullptr || c.d_scale != nullptr,
+                  c.lda,
+                  c.ldb,
+                  c.ldd};
 }
 
 struct GemmRunner::Plan {
@@ -98,6 +101,16 @@ absl::StatusOr<const GemmRunner::Plan*> GemmRunner::GetPlan(const GemmConfig& c,
         absl::StrCat("GEMM shape m=", s.m, " n=", s.n, " k=", s.k, " must be positive"));
   }
 
+  // A row-major operand's stride is the column-major leading dimension cuBLASLt wants; it must
+  // cover a row.
+  const int64_t a_cols = c.trans_a ? s.m : s.k, b_cols = c.trans_b ? s.k : s.n;
+  if ((c.lda != 0 && c.lda < a_cols) || (c.ldb != 0 && c.ldb < b_cols) ||
+      (c.ldd != 0 && c.ldd < s.n)) {
+    return absl::InvalidArgumentError(absl::StrCat(
+        "GEMM row strides lda=", c.lda, " ldb=", c.ldb, " ldd=", c.ldd,
+        " must be 0 (dense) or at least the rows' lengths ", a_cols, ", ", b_cols, ", ", s.n));
+  }
+
   auto plan = std::make_unique<Plan>();
   LT_RETURN_IF_ERROR(cublasLtMatmulDescCreate(&plan->op, c.compute_type, c.scale_type));
   // Column-major view: D^T[n, m] = op(B)^T[n, k] * op(A)^T[k, m]. A row-major [r, c] matrix is a
@@ -122,13 +135,14 @@ absl::StatusOr<const GemmRunner::Plan*> GemmRunner::GetPlan(const GemmConfig& c,
 
   const uint64_t first_rows = c.trans_b ? s.k : s.n, first_cols = c.trans_b ? s.n : s.k;
   const uint64_t second_rows = c.trans_a ? s.m : s.k, second_cols = c.trans_a ? s.k : s.m;
-  LT_RETURN_IF_ERROR(cublasLtMatrixLayoutCreate(&plan->first, c.b_type,
-                                                                 first_rows, first_cols,
-                                                                 first_rows));
-  LT_RETURN_IF_ERROR(cublasLtMatrixLayoutCreate(&plan->second, c.a_type,
-                                                                 second_rows, second_cols,
-                                                                 second_rows));
-  LT_RETURN_IF_ERROR(cublasLtMatrixLayoutCreate(&plan->out, c.c_type, s.n, s.m, s.n));
+  const uint64_t ld_first = c.ldb != 0 ? static_cast<uint64_t>(c.ldb) : first_rows;
+  const uint64_t ld_second = c.lda != 0 ? static_cast<uint64_t>(c.lda) : second_rows;
+  const uint64_t ld_out = c.ldd != 0 ? static_cast<uint64_t>(c.ldd) : static_cast<uint64_t>(s.n);
+  LT_RETURN_IF_ERROR(cublasLtMatrixLayoutCreate(&plan->first, c.b_type, first_rows, first_cols,
+                                                ld_first));
+  LT_RETURN_IF_ERROR(cublasLtMatrixLayoutCreate(&plan->second, c.a_type, second_rows,
+                                                second_cols, ld_second));
+  LT_RETURN_IF_ERROR(cublasLtMatrixLayoutCreate(&plan->out, c.c_type, s.n, s.m, ld_out));
 
   cublasLtMatmulPreference_t pref = nullptr;
   LT_RETURN_IF_ERROR(cublasLtMatmulPreferenceCreate(&pref));

@@ -42,6 +42,10 @@ struct GemmConfig {
   const float* b_scale = nullptr;
   const float* d_scale = nullptr;
   bool fast_accum = false;  // FP8 only: CUBLASLT_MATMUL_DESC_FAST_ACCUM
+  // Row strides in elements of A, B and D (C shares D's), 0 for dense. A stride larger than the
+  // row lets a GEMM read or write a block of columns of a wider matrix in place (the Q and K
+  // columns of the fused QKV projection).
+  int64_t lda = 0, ldb = 0, ldd = 0;
 };
 
 struct GemmShape {
@@ -56,14 +60,15 @@ struct GemmDesc {
   bool accumulate;  // beta != 0: the heuristic must pick an algorithm that reads C
   bool fast_accum;
   bool scaled;
+  int64_t lda, ldb, ldd;
 
   static GemmDesc From(const GemmConfig& config, const GemmShape& shape);
   bool operator<(const GemmDesc& o) const {
     return std::tie(m, n, k, trans_a, trans_b, a_type, b_type, c_type, compute_type, scale_type,
-                    epilogue, accumulate, fast_accum, scaled) <
+                    epilogue, accumulate, fast_accum, scaled, lda, ldb, ldd) <
            std::tie(o.m, o.n, o.k, o.trans_a, o.trans_b, o.a_type, o.b_type, o.c_type,
                     o.compute_type, o.scale_type, o.epilogue, o.accumulate, o.fast_accum,
-                    o.scaled);
+                    o.scaled, o.lda, o.ldb, o.ldd);
   }
 };
 

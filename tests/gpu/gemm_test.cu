@@ -179,5 +179,121 @@ TEST(GemmRunnerTest, CachesOnePlanPerDescriptor) {
   cudaFree(ws), cudaFree(a), cudaFree(b), cudaFree(d);
 }
 
+// The three GEMMs of a Linear layer restricted to a block of output columns [c0, c0 + w) of a
+// wider Y [m, n] (the Q and K columns of the fused QKV projection), read and written in place
+// through row strides: Y's other columns stay untouched, dX accumulates, dW's rows are offset.
+TEST(GemmRunnerTest, RowStridesReadAndWriteAColumnBlockInPlace) {
+  SKIP_WITHOUT_GPU();
+  const int64_t m = 96, k = 64, n = 192, c0 = 32, w = 128;
+  std::mt19937 gen(99);
+  std::normal_distribution<float> dist(0.f, 1.f);
+  auto random_bf16 = [&](size_t count, std::vector<float>* exact) {
+    std::vector<__nv_bfloat16> v(count);
+    exact->resize(count);
+    for (size_t i = 0; i < count; ++i) {
+      v[i] = __float2bfloat16(dist(gen));
+      (*exact)[i] = __bfloat162float(v[i]);
+    }
+    return v;
+  };
+  std::vector<float> xf, wf, dyf, dx0f;
+  const auto x = random_bf16(m * k, &xf), wt = random_bf16(n * k, &wf);
+  const auto dy = random_bf16(m * n, &dyf), dx0 = random_bf16(m * k, &dx0f);
+  std::vector<float> dw0(n * k);
+  for (float& v : dw0) v = dist(gen);
+
+  void *dx_in, *dw_in, *ddy, *dy_out, *ddx, *ddw, *ws;
+  ASSERT_EQ(cudaMalloc(&dx_in, m * k * 2), cudaSuccess);
+  ASSERT_EQ(cudaMalloc(&dw_in, n * k * 2), cudaSuccess);
+  ASSERT_EQ(cudaMalloc(&ddy, m * n * 2), cudaSuccess);
+  ASSERT_EQ(cudaMalloc(&dy_out, m * n * 2), cudaSuccess);
+  ASSERT_EQ(cudaMalloc(&ddx, m * k * 2), cudaSuccess);
+  ASSERT_EQ(cudaMalloc(&ddw, n * k * 4), cudaSuccess);
+  ASSERT_EQ(cudaMalloc(&ws, kGemmWorkspaceBytes), cudaSuccess);
+  cudaMemcpy(dx_in, x.data(), m * k * 2, cudaMemcpyHostToDevice);
+  cudaMemcpy(dw_in, wt.data(), n * k * 2, cudaMemcpyHostToDevice);
+  cudaMemcpy(ddy, dy.data(), m * n * 2, cudaMemcpyHostToDevice);
+  cudaMemset(dy_out, 0xFF, m * n * 2);  // NaN: the columns outside the block must stay so
+  cudaMemcpy(ddx, dx0.data(), m * k * 2, cudaMemcpyHostToDevice);
+  cudaMemcpy(ddw, dw0.data(), n * k * 4, cudaMemcpyHostToDevice);
+  auto runner = GemmRunner::Create(ws, kGemmWorkspaceBytes);
+  ASSERT_TRUE(runner.ok()) << runner.status();
+
+  GemmConfig fwd;  // Y[:, c0:c0+w] = X W[c0:c0+w]^T
+  fwd.trans_b = true;
+  fwd.ldd = n;
+  ASSERT_TRUE((*runner)->Run(fwd, {m, w, k}, dx_in, static_cast<__nv_bfloat16*>(dw_in) + c0 * k,
+                             static_cast<__nv_bfloat16*>(dy_out) + c0, nullptr).ok());
+  GemmConfig dgrad;  // dX += dY[:, c0:c0+w] W[c0:c0+w]
+  dgrad.lda = n;
+  dgrad.beta = 1.f;
+  ASSERT_TRUE((*runner)->Run(dgrad, {m, k, w}, static_cast<__nv_bfloat16*>(ddy) + c0,
+                             static_cast<__nv_bfloat16*>(dw_in) + c0 * k, ddx, nullptr).ok());
+  GemmConfig wgrad;  // dW[c0:c0+w] += dY[:, c0:c0+w]^T X (FP32)
+  wgrad.trans_a = true;
+  wgrad.lda = n;
+  wgrad.c_type = CUDA_R_32F;
+  wgrad.beta = 1.f;
+  ASSERT_TRUE((*runner)->Run(wgrad, {w, k, m}, static_cast<__nv_bfloat16*>(ddy) + c0, dx_in,
+                             static_cast<float*>(ddw) + c0 * k, nullptr).ok());
+  GemmConfig too_narrow;
+  too_narrow.trans_b = true;
+  too_narrow.ldd = w - 16;
+  EXPECT_EQ((*runner)->Run(too_narrow, {m, w, k}, dx_in, dw_in, dy_out, nullptr).code(),
+            absl::StatusCode::kInvalidArgument);
+  ASSERT_EQ(cudaDeviceSynchronize(), cudaSuccess);
+
+  std::vector<__nv_bfloat16> y_got(m * n), dx_got(m * k);
+  std::vector<float> dw_got(n * k);
+  cudaMemcpy(y_got.data(), dy_out, m * n * 2, cudaMemcpyDeviceToHost);
+  cudaMemcpy(dx_got.data(), ddx, m * k * 2, cudaMemcpyDeviceToHost);
+  cudaMemcpy(dw_got.data(), ddw, n * k * 4, cudaMemcpyDeviceToHost);
+  int bad = 0;
+  auto check = [&](const char* what, int64_t i, int64_t j, double got, double want, double scale,
+                   double tol) {
+    if (!(std::fabs(got - want) <= tol * scale + 1e-6) && bad++ < 5) {
+      ADD_FAILURE() << what << "[" << i << ", " << j << "] = " << got << ", want " << want;
+    }
+  };
+  for (int64_t i = 0; i < m; ++i) {
+    for (int64_t j = 0; j < n; ++j) {
+      const float got = __bfloat162float(y_got[i * n + j]);
+      if (j < c0 || j >= c0 + w) {
+        if (!std::isnan(got) && bad++ < 5) ADD_FAILURE() << "Y[" << i << ", " << j << "] written";
+        continue;
+      }
+      double want = 0, scale = 0;
+      for (int64_t kk = 0; kk < k; ++kk) {
+        want += double(xf[i * k + kk]) * wf[j * k + kk];
+        scale += std::fabs(double(xf[i * k + kk]) * wf[j * k + kk]);
+      }
+      check("Y", i, j, got, want, scale, kBf16OutRelTol);
+    }
+    for (int64_t kk = 0; kk < k; ++kk) {
+      double want = dx0f[i * k + kk], scale = std::fabs(want);
+      for (int64_t j = c0; j < c0 + w; ++j) {
+        want += double(dyf[i * n + j]) * wf[j * k + kk];
+        scale += std::fabs(double(dyf[i * n + j]) * wf[j * k + kk]);
+      }
+      check("dX", i, kk, __bfloat162float(dx_got[i * k + kk]), want, scale, kBf16OutRelTol);
+    }
+  }
+  for (int64_t j = 0; j < n; ++j) {
+    for (int64_t kk = 0; kk < k; ++kk) {
+      double want = dw0[j * k + kk], scale = std::fabs(want);
+      if (j >= c0 && j < c0 + w) {
+        for (int64_t i = 0; i < m; ++i) {
+          want += double(dyf[i * n + j]) * xf[i * k + kk];
+          scale += std::fabs(double(dyf[i * n + j]) * xf[i * k + kk]);
+        }
+      }
+      check("dW", j, kk, dw_got[j * k + kk], want, scale, kF32OutRelTol);
+    }
+  }
+  EXPECT_EQ(bad, 0);
+  cudaFree(dx_in), cudaFree(dw_in), cudaFree(ddy), cudaFree(dy_out), cudaFree(ddx);
+  cudaFree(ddw), cudaFree(ws);
+}
+
 }  // namespace
 }  // namespace fp8d::kernels
