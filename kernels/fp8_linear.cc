@@ -186,6 +186,7 @@ absl::StatusOr<Fp8Linear> Fp8Linear::Create(Fp8GemmRunner* runner, const GemmSha
   Fp8Linear l;
   l.runner_ = runner;
   l.shape_ = shape;
+  l.max_rows_ = shape.m;
   l.options_ = options;
   l.scales_ = scales;
   l.stats_ = stats;
@@ -199,6 +200,16 @@ absl::StatusOr<Fp8Linear> Fp8Linear::Create(Fp8GemmRunner* runner, const GemmSha
   }
   l.current_scale_ = reinterpret_cast<float*>(base + layout.current_scale);
   return l;
+}
+
+absl::Status Fp8Linear::SetRows(int64_t m) {
+  if (m <= 0 || m % 16 != 0 || m > max_rows_) {
+    return absl::InvalidArgumentError(absl::StrCat("FP8 Linear rows m = ", m,
+                                                   " must be a positive multiple of 16, at most ",
+                                                   max_rows_, " (the m it was created with)"));
+  }
+  shape_.m = m;
+  return absl::OkStatus();
 }
 
 template <typename T>

@@ -44,7 +44,8 @@
 // with one scale per tile (the same tiles in both layouts) and the forward and dgrad GEMMs read
 // them as BLK128x128_32F against 1x128 X and dY; the wgrad GEMM is the 1x128 one.
 //
-// Not covered here: fp32_out_rows (skip_attention_qk's BF16 Q/K rows).
+// Not covered here: fp32_out_rows (skip_attention_qk's BF16 Q/K rows); the CUDA engine runs
+// those columns as a separate BF16 GEMM and only the V rows through an Fp8Linear.
 #pragma once
 
 #include <cuda_bf16.h>
@@ -117,6 +118,12 @@ class Fp8Linear {
                                           size_t workspace_bytes, Fp8CastStats* stats,
                                           void* scratch = nullptr, size_t scratch_bytes = 0);
 
+  // Sets the rows (tokens) m of the calls that follow: a positive multiple of 16, at most the m
+  // the layer was created with (its workspace and scratch stay carved for that m, so the cached
+  // weight copies survive). The LM head runs a micro-batch in row chunks through one layer so.
+  // Each call still writes its own INPUT / GRAD_OUTPUT stats: the caller merges them per chunk.
+  absl::Status SetRows(int64_t m);
+
   // Casts W [n, k] (the BF16 copy, or the FP32 master) into the cached FP8 copies and writes
   // the WEIGHT stats.
   void CastWeights(const __nv_bfloat16* w, cudaStream_t stream);
@@ -169,6 +176,7 @@ class Fp8Linear {
 
   Fp8GemmRunner* runner_ = nullptr;
   GemmShape shape_;
+  int64_t max_rows_ = 0;  // the m of Create, which the workspace is carved for
   Fp8LinearOptions options_;
   Fp8LinearScales scales_;
   Fp8CastStats* stats_ = nullptr;

@@ -378,6 +378,72 @@ TEST_F(GpuFp8LinearTest, CachedWeightsServeTwoMicroBatchesAndDwAccumulates) {
   }
 }
 
+// A layer created for 256 rows runs calls of 128 and then 144 rows (SetRows, as the LM head runs
+// its row chunks) on the weight copies cast once, with W poisoned after the cast: each call
+// matches the CPU at its own row count. Row counts above the created m or off the 16 grid are
+// INVALID_ARGUMENT.
+TEST_F(GpuFp8LinearTest, FewerRowsThanCreatedMatchTheReferenceOnTheCachedWeights) {
+  const Case cases[] = {MakeCase(Fp8LinearScaling::kDelayed, Fp8Format::kE5M2),
+                        MakeCase(Fp8LinearScaling::kCurrent, Fp8Format::kE5M2),
+                        MakeCase(Fp8LinearScaling::kRowwise, Fp8Format::kE4M3),
+                        MakeCase(Fp8LinearScaling::kBlock1x128, Fp8Format::kE4M3)};
+  const GemmShape created{256, 256, 384};
+  const int n = static_cast<int>(created.n), k = static_cast<int>(created.k);
+  uint64_t seed = 19000;
+  for (const Case& c : cases) {
+    SCOPED_TRACE(c.name);
+    const HostLayer h = MakeLayer(created, c.options.grad_format, seed += 100);
+    DeviceBuffer<float> scales(std::vector<float>{h.scales.input, h.scales.weight,
+                                                  h.scales.grad_output});
+    DeviceBuffer<uint8_t> workspace(Fp8Linear::WorkspaceBytes(created, c.options));
+    DeviceBuffer<Fp8CastStats> stats(kFp8LinearRoles);
+    auto layer = Fp8Linear::Create(runner_.get(), created, c.options,
+                                   {scales.get(), scales.get() + 1, scales.get() + 2},
+                                   workspace.get(), workspace.size(), stats.get());
+    ASSERT_TRUE(layer.ok()) << layer.status();
+    DeviceBuffer<__nv_bfloat16> w(ToBf16(h.w));
+    layer->CastWeights(w.get(), nullptr);
+    w.Poison();
+    EXPECT_EQ(layer->SetRows(272).code(), absl::StatusCode::kInvalidArgument);
+    EXPECT_EQ(layer->SetRows(120).code(), absl::StatusCode::kInvalidArgument);
+    EXPECT_EQ(layer->SetRows(0).code(), absl::StatusCode::kInvalidArgument);
+
+    const ref::Fp8LinearQuant quant = RefQuant(c.options, h.scales);
+    for (const int m : {128, 144}) {
+      SCOPED_TRACE(::testing::Message() << "m=" << m);
+      ASSERT_TRUE(layer->SetRows(m).ok());
+      EXPECT_EQ(layer->shape().m, m);
+      // The first m rows of the created-size operands.
+      const std::vector<float> x(h.x[0].begin(), h.x[0].begin() + static_cast<size_t>(m) * k);
+      const std::vector<float> dy(h.dy[0].begin(), h.dy[0].begin() + static_cast<size_t>(m) * n);
+      ref::Fp8LinearStats want_stats;
+      std::vector<float> want_y(static_cast<size_t>(m) * n), want_dx(static_cast<size_t>(m) * k);
+      std::vector<float> want_dw = h.dw0;
+      ref::Fp8LinearForward(x.data(), h.w.data(), want_y.data(), m, k, n, quant, &want_stats);
+      ref::Fp8LinearBackward(dy.data(), x.data(), h.w.data(), want_dx.data(), want_dw.data(), m,
+                             k, n, quant, &want_stats);
+
+      DeviceBuffer<__nv_bfloat16> dx_in(ToBf16(x)), ddy(ToBf16(dy));
+      DeviceBuffer<__nv_bfloat16> y(static_cast<size_t>(m) * n), dx(static_cast<size_t>(m) * k);
+      DeviceBuffer<float> dw(h.dw0);
+      FP8D_EXPECT_OK_OR_RETURN(layer->Forward(dx_in.get(), y.get(), nullptr));
+      FP8D_EXPECT_OK_OR_RETURN(
+          layer->Backward(ddy.get(), dx_in.get(), dx.get(), dw.get(), nullptr));
+      EXPECT_TRUE(AllClose(ToFloat(y.Download()), want_y, kBf16OutRelTol, kBf16OutAbsFraction))
+          << "Y";
+      EXPECT_TRUE(AllClose(ToFloat(dx.Download()), want_dx, kBf16OutRelTol,
+                           kBf16OutAbsFraction))
+          << "dX";
+      EXPECT_TRUE(AllClose(Minus(dw.Download(), h.dw0), Minus(want_dw, h.dw0), kDwRelTol,
+                           kDwAbsFraction))
+          << "dW - dW0";
+      const std::vector<Fp8CastStats> got_stats = stats.Download();
+      ExpectStatsEqual(got_stats[kFp8Input], want_stats.input, "input");
+      ExpectStatsEqual(got_stats[kFp8GradOutput], want_stats.grad_output, "grad_output");
+    }
+  }
+}
+
 // Two layers sharing one scratch, called as a model calls them (A forward, B forward, B backward,
 // A backward: B's calls overwrite the scratch between A's), give byte for byte what A gives with
 // the scratch inside its own workspace.
