@@ -131,6 +131,11 @@ absl::StatusOr<std::unique_ptr<CudaEngine>> CudaEngine::Create(const ModelConfig
                                                    " must be in 1..model.max_seq_len (",
                                                    model.max_seq_len, ")"));
   }
+  if (options.lm_head_chunk_rows < 0 || options.lm_head_chunk_rows % 128 != 0) {
+    return absl::InvalidArgumentError(absl::StrCat(
+        "lm_head_chunk_rows = ", options.lm_head_chunk_rows,
+        " must be 0 (the memory plan's) or a positive multiple of 128"));
+  }
   absl::StatusOr<cudaDeviceProp> prop = CurrentDevice();
   if (!prop.ok()) return prop.status();
   if (absl::Status s = CheckRecipe(recipe, *prop); !s.ok()) return s;
@@ -147,7 +152,12 @@ CudaEngine::CudaEngine(const ModelConfig& model, const RecipeConfig& recipe, int
       recipe_(recipe),
       max_batch_(max_batch),
       max_seq_len_(max_seq_len),
-      options_(options) {}
+      options_(options) {
+  lm_head_chunk_ = LmHeadChunkRows(model_, BatchShape{max_batch_, max_seq_len_});
+  if (options_.lm_head_chunk_rows > 0) {
+    lm_head_chunk_ = std::min(lm_head_chunk_, options_.lm_head_chunk_rows);
+  }
+}
 
 CudaEngine::~CudaEngine() {
   if (stream_ != nullptr) cudaStreamSynchronize(stream_);
@@ -453,11 +463,14 @@ LayerPlan CudaEngine::PlanLayers(int64_t step) const {
   // The same automatic size threshold as the CPU engine, so both plan the same layers.
   LayerPlan plan = PlanFp8Layers(model_, recipe_, step, m, AutoMinGemmVolume(recipe_.kind));
   // The GPU's own rules (see the class comment).
+  const bool scales_span_tokens =
+      recipe_.kind == RecipeKind::kCurrent || recipe_.kind == RecipeKind::kRowwise;
   for (size_t i = 0; i < plan.layers.size(); ++i) {
     if (!plan.fp8[i]) continue;
-    const fp8d::GemmShape g = LayerGemmShape(model_, plan.layers[i], m);
-    if (g.m % 16 != 0 || g.n % 16 != 0 || g.k % 16 != 0 || plan.layers[i] == "lm_head" ||
-        (recipe_.policy.skip_attention_qk && absl::EndsWith(plan.layers[i], "attn.qkv"))) {
+    const GemmShape g = Fp8LayerShape(i, m);
+    const bool chunked_head = plan.layers[i] == "lm_head" && m > lm_head_chunk_;
+    if (g.m % 16 != 0 || g.n % 16 != 0 || g.k % 16 != 0 ||
+        (chunked_head && scales_span_tokens)) {
       plan.fp8[i] = false;
     }
   }
@@ -538,8 +551,7 @@ absl::Status CudaEngine::SetUpFp8() {
   fp8_scratch_bytes_ = 0;
   for (size_t i = 0; i < n_layers; ++i) {
     if (!plan.fp8[i]) continue;
-    const fp8d::GemmShape g = LayerGemmShape(model_, gemm_layers_[i], max_m);
-    const GemmShape shape{max_m, g.n, g.k};
+    const GemmShape shape = Fp8LayerShape(i, max_m);
     fp8_ws_bytes_[i] = Fp8Linear::WorkspaceBytes(shape, fp8_options_, /*shared_scratch=*/true);
     fp8_scratch_bytes_ =
         std::max(fp8_scratch_bytes_, Fp8Linear::ScratchBytes(shape, fp8_options_));
@@ -629,12 +641,11 @@ absl::Status CudaEngine::BeginFp8Pass(const std::vector<bool>& fp8, int64_t m,
     for (size_t i = 0; i < gemm_layers_.size(); ++i) {
       fp8_linear_[i].reset();
       if (fp8_ws_[i] == nullptr) continue;
-      const fp8d::GemmShape g = LayerGemmShape(model_, gemm_layers_[i], m);
       const int t = static_cast<int>(i) * kFp8LinearRoles;
       Fp8LinearScales scales{fp8_scales_ + t + kFp8Input, fp8_scales_ + t + kFp8Weight,
                              fp8_scales_ + t + kFp8GradOutput};
       absl::StatusOr<Fp8Linear> layer =
-          Fp8Linear::Create(fp8_gemm_.get(), GemmShape{m, g.n, g.k}, fp8_options_, scales,
+          Fp8Linear::Create(fp8_gemm_.get(), Fp8LayerShape(i, m), fp8_options_, scales,
                             fp8_ws_[i], fp8_ws_bytes_[i], fp8_stats_ + t, fp8_scratch_,
                             fp8_scratch_bytes_);
       if (!layer.ok()) {
@@ -649,7 +660,8 @@ absl::Status CudaEngine::BeginFp8Pass(const std::vector<bool>& fp8, int64_t m,
   if (cast_weights || rebuilt) {
     for (size_t i = 0; i < gemm_layers_.size(); ++i) {
       if (!pass_fp8_[i]) continue;
-      fp8_linear_[i]->CastWeights(ParamF32(GemmLayerWeight(model_, gemm_layers_[i])), stream_);
+      const float* w = ParamF32(GemmLayerWeight(model_, gemm_layers_[i]));
+      fp8_linear_[i]->CastWeights(w + Fp8FirstRow(i) * fp8_linear_[i]->shape().k, stream_);
     }
   }
   return absl::OkStatus();
@@ -669,7 +681,9 @@ fp8d::v1::AmaxRecord CudaEngine::AmaxTelemetry() const {
   const int len = meta.recipe.amax_history_len;
   for (size_t i = 0; i < meta.fp8.size(); ++i) {
     if (!meta.fp8[i]) continue;
-    const fp8d::GemmShape g = LayerGemmShape(model_, gemm_layers_[i], 1);
+    // Elements each tensor's stats counted: the FP8 part of the layer (attn.qkv's V rows only
+    // under skip_attention_qk).
+    const GemmShape g = Fp8LayerShape(i, 1);
     const int64_t counts[kFp8LinearRoles] = {meta.tokens * g.k, g.n * g.k * meta.micro_batches,
                                              meta.tokens * g.n};
     for (int r = 0; r < kFp8LinearRoles; ++r) {
@@ -739,58 +753,6 @@ absl::Status CudaEngine::UploadTokens(const TokenBatch& b) {
   CUDA_RETURN_IF_ERROR(cudaMemcpyAsync(Buf<int32_t>("act.targets"), pinned_tokens_ + n,
                                        n * sizeof(int32_t), cudaMemcpyHostToDevice, stream_));
   return absl::OkStatus();
-}
-
-// ---------------------------------------------------------------------------------------------
-// Linear layers: y = x W^T with W [out, in] (BF16 copy); backward dx = dy W, dW += dy^T x (FP32).
-
-absl::Status CudaEngine::Linear(const void* x, int64_t rows, const std::string& weight, void* y,
-                                int64_t out_features, int64_t in_features, const void* residual) {
-  // The residual stream is added by the GEMM's epilogue (C = residual, beta = 1), which saves
-  // the separate add's read and write of the whole activation.
-  if (const int layer = Fp8LayerOf(weight); layer >= 0 && pass_fp8_[layer]) {
-    return fp8_linear_[layer]->Forward(static_cast<const bf16*>(x), static_cast<bf16*>(y),
-                                       stream_, pass_for_backward_,
-                                       static_cast<const bf16*>(residual));
-  }
-  GemmConfig c;
-  c.trans_b = true;
-  if (residual != nullptr) c.beta = 1.f;
-  return gemm_->Run(c, {rows, out_features, in_features}, x, ParamBf16(weight), y, stream_,
-                    residual);
-}
-
-absl::Status CudaEngine::LinearBackward(const void* dy, const void* x, int64_t rows,
-                                        const std::string& weight, void* dx,
-                                        int64_t out_features, int64_t in_features) {
-  if (const int layer = Fp8LayerOf(weight); layer >= 0 && pass_fp8_[layer]) {
-    return fp8_linear_[layer]->Backward(static_cast<const bf16*>(dy),
-                                        static_cast<const bf16*>(x), static_cast<bf16*>(dx),
-                                        Grad(weight), stream_);
-  }
-  if (dx != nullptr) {
-    GemmConfig c;
-    if (absl::Status s = gemm_->Run(c, {rows, in_features, out_features}, dy, ParamBf16(weight),
-                                    dx, stream_);
-        !s.ok())
-      return s;
-  }
-  GemmConfig w;
-  w.trans_a = true;
-  w.c_type = CUDA_R_32F;
-  w.beta = 1.f;
-  return gemm_->Run(w, {out_features, in_features, rows}, dy, x, Grad(weight), stream_);
-}
-
-Fp8Linear* CudaEngine::FusedFp8Layer(const std::string& weight, int64_t rows,
-                                     int64_t cols) const {
-  if (!options_.fuse_fp8_casts) return nullptr;
-  const int layer = Fp8LayerOf(weight);
-  if (layer < 0 || !pass_fp8_[layer] || !fp8_linear_[layer]->TakesQuantizedOperands() ||
-      !FusedFp8CastFits(rows, cols)) {
-    return nullptr;
-  }
-  return fp8_linear_[layer].get();
 }
 
 // ---------------------------------------------------------------------------------------------
@@ -917,32 +879,6 @@ absl::Status CudaEngine::Forward(const BatchShape& shape) {
   RmsNormForward(stream_, Buf<bf16>("act.final.ln"), Buf<float>("act.final.rstd"),
                  Buf<bf16>("act.final.res"), ParamF32("model.norm.weight"), n, d,
                  model_.norm_eps);
-  return absl::OkStatus();
-}
-
-absl::Status CudaEngine::LmHeadAndLoss(const BatchShape& shape, float dloss, bool backward) {
-  const int64_t n = shape.tokens();
-  const int64_t d = model_.d_model, vocab = model_.vocab_size;
-  const int64_t chunk = LmHeadChunkRows(model_, BatchShape{max_batch_, max_seq_len_});
-  const std::string head = GemmLayerWeight(model_, "lm_head");
-  bf16* logits = Buf<bf16>("act.logits");
-  const bf16* x = Buf<bf16>("act.final.ln");
-  bf16* dx = Buf<bf16>("scratch.dln");
-  for (int64_t r0 = 0; r0 < n; r0 += chunk) {
-    const int64_t rows = std::min(chunk, n - r0);
-    if (absl::Status s = Linear(x + r0 * d, rows, head, logits, vocab, d); !s.ok()) return s;
-    // dloss / n per row: the chunk's rows are part of the mean over all n tokens.
-    CrossEntropyForwardBackward(stream_, Buf<float>("act.loss") + r0,
-                                backward ? logits : nullptr, logits,
-                                Buf<int32_t>("act.targets") + r0, static_cast<int>(rows),
-                                static_cast<int>(vocab),
-                                dloss / static_cast<float>(n));
-    if (backward) {
-      if (absl::Status s = LinearBackward(logits, x + r0 * d, rows, head, dx + r0 * d, vocab, d);
-          !s.ok())
-        return s;
-    }
-  }
   return absl::OkStatus();
 }
 

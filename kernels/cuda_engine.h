@@ -50,6 +50,10 @@ struct CudaEngineOptions {
   // backward the MLP-up projection's dY) straight in FP8 (kernels/fp8_fused.cuh) instead of a
   // BF16 tensor cast afterwards. Same bytes either way; false runs the unfused kernels.
   bool fuse_fp8_casts = true;
+  // Rows per LM-head chunk: 0 takes the memory plan's (LmHeadChunkRows: logits under 512 MiB);
+  // otherwise a positive multiple of 128, used where it is smaller. Tests use it to run the
+  // chunked LM head at small sizes.
+  int64_t lm_head_chunk_rows = 0;
 };
 
 class CudaEngine : public Engine {
@@ -64,11 +68,13 @@ class CudaEngine : public Engine {
   // On top of PlanFp8Layers the GPU plan keeps a layer BF16 when
   //  - n, k or the planned tokens per micro-batch (max_batch x max_seq_len) is not a multiple
   //    of 16 (Fp8Linear's requirement: each is one GEMM's contraction dimension);
-  //  - it is the LM head (it runs in row chunks; a per-tensor scale over chunks is not
-  //    implemented);
-  //  - it is attn.qkv under skip_attention_qk (the CPU engine keeps only the Q and K output
-  //    rows in FP32 and quantizes the V rows; Fp8Linear has no such split, so the whole layer
-  //    stays BF16 here).
+  //  - it is the LM head, its micro-batch runs in more than one row chunk and the recipe is
+  //    current or rowwise: their scales span all tokens of a tensor (current: the amax of the
+  //    whole X and dY; rowwise: each column of X^T and dY^T), which chunks cannot give without
+  //    another pass. Delayed scales are known before the step, and 1x128 blocks along the tokens
+  //    do not cross chunks (whose rows are a multiple of 128), so those run every chunk FP8.
+  // Under skip_attention_qk, attn.qkv runs its Q and K output rows in BF16 and its V rows FP8
+  // (as the CPU engine); see kernels/cuda_engine_linear.cc.
   // With FP8 layers planned, every training micro-batch must hold a multiple of 16 tokens
   // (INVALID_ARGUMENT otherwise); an evaluation batch that does not runs all layers BF16.
   // The FP8 state (per-layer stats, delayed scales and amax histories, the layers' workspaces)
@@ -103,6 +109,8 @@ class CudaEngine : public Engine {
   }
 
   const MemoryPlan& memory_plan() const { return plan_; }
+  // The runner of the FP8 GEMMs (null until an FP8 recipe is set up); fp8d-bench times it.
+  Fp8GemmRunner* fp8_gemm_runner() const { return fp8_gemm_.get(); }
   AttentionBackend attention_backend() const { return attention_backend_; }
   // Empty, or why cuDNN attention is not in use.
   const std::string& attention_note() const { return attention_note_; }
@@ -154,6 +162,12 @@ class CudaEngine : public Engine {
   absl::Status WriteFp8Scaling(const std::vector<float>& scales,
                                const std::vector<float>& histories);
   int Fp8LayerOf(const std::string& weight) const;
+  // The part of GEMM layer `layer` its Fp8Linear runs: W's rows from Fp8FirstRow (the V rows of
+  // attn.qkv under skip_attention_qk, else all), and the rows per call at `tokens` per pass
+  // (the LM head's chunk, else `tokens`). kernels/cuda_engine_linear.cc.
+  bool Fp8LayerIsVOnly(size_t layer) const;
+  int64_t Fp8FirstRow(size_t layer) const;
+  GemmShape Fp8LayerShape(size_t layer, int64_t tokens) const;
   // The layer's Fp8Linear when a producer may write its operand of [rows, cols] in FP8 itself
   // in this pass (options_.fuse_fp8_casts, delayed scaling, 64-aligned shape), else null.
   Fp8Linear* FusedFp8Layer(const std::string& weight, int64_t rows, int64_t cols) const;
@@ -190,6 +204,7 @@ class CudaEngine : public Engine {
   AttentionBackend attention_backend_ = AttentionBackend::kReference;
   std::string attention_note_;
   bool reported_attention_fallback_ = false;
+  int64_t lm_head_chunk_ = 0;          // rows per LM-head chunk (see lm_head_chunk_rows)
   int32_t* pinned_tokens_ = nullptr;  // [2, max tokens]: inputs then targets
   float* pinned_scalars_ = nullptr;   // [16]
 

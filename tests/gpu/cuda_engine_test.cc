@@ -14,6 +14,7 @@
 #include "core/model_config.h"
 #include "core/rng.h"
 #include "gtest/gtest.h"
+#include "tests/gpu/engine_test_util.h"
 
 namespace fp8d::kernels {
 namespace {
@@ -33,72 +34,13 @@ constexpr float kLossAbsTol = 0.02f;
 constexpr float kGradNormRelTol = 0.08f;
 constexpr int kSteps = 20;
 
-ModelConfig Tiny() {
-  fp8d::v1::ModelConfig p;
-  p.set_preset("tiny");
-  return *ResolveModelConfig(p);
-}
-
-// 124m's widths (d_model 768, 12 heads, d_ff 2048) with 2 layers and a smaller vocabulary, so
-// that the CPU reference runs 20 steps in seconds.
-ModelConfig Small124mShaped() {
-  fp8d::v1::ModelConfig p;
-  p.set_preset("124m");
-  p.set_n_layer(2);
-  p.set_vocab_size(4096);
-  p.set_max_seq_len(64);
-  return *ResolveModelConfig(p);
-}
-
-std::vector<TokenBatch> Batches(const ModelConfig& m, int count, int batch, int seq,
-                                uint64_t seed) {
-  Rng rng(seed);
-  std::vector<TokenBatch> out(count);
-  for (TokenBatch& b : out) {
-    b.batch = batch;
-    b.seq_len = seq;
-    // A learnable stream: each token is the previous one plus a small random step, so losses
-    // fall and a wrong gradient shows up as a diverging curve.
-    int32_t t = static_cast<int32_t>(rng.NextBelow(m.vocab_size));
-    for (int i = 0; i < batch * seq + 1; ++i) {
-      const int32_t next = static_cast<int32_t>((t + 1 + rng.NextBelow(3)) % m.vocab_size);
-      if (i < batch * seq) {
-        b.inputs.push_back(t);
-        b.targets.push_back(next);
-      }
-      t = next;
-    }
-  }
-  return out;
-}
-
-// Learning rates at which each model trains smoothly; at a rate where the loss oscillates, BF16
-// rounding differences are amplified step after step and no tolerance would be meaningful.
-constexpr float kTinyLr = 3e-3f;
-constexpr float kSmall124mLr = 6e-4f;
-
-OptimizerStepArgs Args(int step, float lr = kTinyLr) {
-  OptimizerStepArgs a;
-  a.step = step;
-  a.lr = lr;
-  a.weight_decay = 0.1f;
-  a.grad_clip = 1.f;
-  return a;
-}
-
-std::vector<StepResult> Train(Engine& e, const std::vector<TokenBatch>& batches, int first,
-                              int count, int micro = 1, float lr = kTinyLr) {
-  std::vector<StepResult> out;
-  for (int s = first; s < first + count; ++s) {
-    std::vector<TokenBatch> mbs;
-    for (int j = 0; j < micro; ++j) mbs.push_back(batches[(s * micro + j) % batches.size()]);
-    absl::StatusOr<StepResult> r = e.TrainStep(mbs, Args(s, lr));
-    EXPECT_TRUE(r.ok()) << r.status();
-    if (!r.ok()) break;
-    out.push_back(*r);
-  }
-  return out;
-}
+using engine_test::Args;
+using engine_test::Batches;
+using engine_test::kSmall124mLr;
+using engine_test::kTinyLr;
+using engine_test::Small124mShaped;
+using engine_test::Tiny;
+using engine_test::Train;
 
 void ExpectTracks(const std::vector<StepResult>& gpu, const std::vector<StepResult>& cpu) {
   ASSERT_EQ(gpu.size(), cpu.size());
@@ -290,12 +232,11 @@ TEST(CudaEngineTest, ReportsTheGpu) {
 }
 
 // ---------------------------------------------------------------------------------------------
-// FP8 recipes against the CPU engine's bit-exact FP8 emulation. The GPU rounds activations to
-// BF16 before quantizing them and accumulates in a different order, so the bound is BF16's plus
-// FP8's: a relative loss difference under 2% over 10 steps.
+// FP8 recipes against the CPU engine's bit-exact FP8 emulation (tolerance: engine_test_util.h).
 
-constexpr int kFp8Steps = 10;
-constexpr float kFp8LossRelTol = 0.02f;
+using engine_test::ExpectFp8Tracks;
+using engine_test::kFp8LossRelTol;
+using engine_test::kFp8Steps;
 
 // Every layer FP8 whatever the automatic size threshold (these models' GEMMs are small).
 RecipeConfig Recipe(RecipeKind kind) {
@@ -320,18 +261,6 @@ std::unique_ptr<CpuEngine> CpuWith(const ModelConfig& m, const RecipeConfig& r,
   auto e = CpuEngine::Create(m, r, seed);
   EXPECT_TRUE(e.ok()) << e.status();
   return e.ok() ? std::move(*e) : nullptr;
-}
-
-void ExpectFp8Tracks(const std::vector<StepResult>& gpu, const std::vector<StepResult>& cpu,
-                     const std::string& what) {
-  ASSERT_EQ(gpu.size(), cpu.size()) << what;
-  for (size_t s = 0; s < gpu.size(); ++s) {
-    EXPECT_FALSE(gpu[s].skipped) << what << " step " << s;
-    EXPECT_TRUE(std::isfinite(gpu[s].loss)) << what << " step " << s;
-    EXPECT_LT(std::fabs(gpu[s].loss - cpu[s].loss), kFp8LossRelTol * cpu[s].loss)
-        << what << " step " << s << ": gpu " << gpu[s].loss << " cpu " << cpu[s].loss;
-  }
-  EXPECT_LT(gpu.back().loss, gpu.front().loss) << what;
 }
 
 void ExpectFp8RecipesTrackTheCpuEngine(const ModelConfig& m, int batch, int seq, float lr) {
