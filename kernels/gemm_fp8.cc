@@ -121,6 +121,10 @@ Fp8GemmRunner::Fp8GemmRunner(cublasLtHandle_t handle, void* workspace, size_t wo
     : handle_(handle), workspace_(workspace), workspace_bytes_(workspace_bytes) {}
 
 Fp8GemmRunner::~Fp8GemmRunner() {
+  for (TimedCall& t : timed_) {
+    cudaEventDestroy(t.start);
+    cudaEventDestroy(t.end);
+  }
   plans_.clear();
   cublasLtDestroy(handle_);
 }
@@ -202,11 +206,52 @@ absl::Status Fp8GemmRunner::Run(const Fp8GemmConfig& c, const GemmShape& s, cons
   CUBLAS_RETURN_IF_ERROR(cublasLtMatmulDescSetAttribute(
       p.op, CUBLASLT_MATMUL_DESC_B_SCALE_POINTER, &c.x_scale_inv, sizeof(c.x_scale_inv)));
   const float beta = c.accumulate ? 1.f : 0.f;
+  TimedCall timed;
+  if (timing_) {
+    timed.desc = Fp8GemmDesc::From(c, s);
+    if (cudaEventCreate(&timed.start) != cudaSuccess ||
+        cudaEventCreate(&timed.end) != cudaSuccess ||
+        cudaEventRecord(timed.start, stream) != cudaSuccess) {
+      return absl::InternalError("Fp8GemmRunner timing: cannot create or record a CUDA event");
+    }
+  }
   CUBLAS_RETURN_IF_ERROR(cublasLtMatmul(handle_, p.op, &c.alpha, w, p.w_layout, x, p.x_layout,
                                         &beta, c_ptr != nullptr ? c_ptr : y, p.y_layout, y,
                                         p.y_layout, &p.algo, workspace_,
                                         workspace_bytes_, stream));
+  if (timing_) {
+    if (cudaEventRecord(timed.end, stream) != cudaSuccess) {
+      return absl::InternalError("Fp8GemmRunner timing: cannot record a CUDA event");
+    }
+    timed_.push_back(timed);
+  }
   return absl::OkStatus();
+}
+
+absl::StatusOr<std::vector<Fp8GemmTiming>> Fp8GemmRunner::TakeTimings() {
+  std::vector<Fp8GemmTiming> out;
+  std::map<Fp8GemmDesc, size_t> index;
+  absl::Status status = absl::OkStatus();
+  for (TimedCall& t : timed_) {
+    float ms = 0.f;
+    if (status.ok()) {
+      const cudaError_t e = cudaEventSynchronize(t.end);
+      if (e == cudaSuccess && cudaEventElapsedTime(&ms, t.start, t.end) == cudaSuccess) {
+        auto [it, added] = index.emplace(t.desc, out.size());
+        if (added) out.push_back(Fp8GemmTiming{t.desc, 0, 0.0});
+        out[it->second].calls += 1;
+        out[it->second].ms += ms;
+      } else {
+        status = absl::InternalError(
+            absl::StrCat("Fp8GemmRunner timing: a timed GEMM failed: ", cudaGetErrorString(e)));
+      }
+    }
+    cudaEventDestroy(t.start);
+    cudaEventDestroy(t.end);
+  }
+  timed_.clear();
+  if (!status.ok()) return status;
+  return out;
 }
 
 }  // namespace fp8d::kernels

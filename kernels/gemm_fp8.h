@@ -41,6 +41,7 @@
 #include <map>
 #include <memory>
 #include <tuple>
+#include <vector>
 
 #include "absl/status/status.h"
 #include "absl/status/statusor.h"
@@ -77,6 +78,13 @@ struct Fp8GemmDesc {
   }
 };
 
+// GPU time of the GEMMs one plan ran while timing was on (Fp8GemmRunner::set_timing).
+struct Fp8GemmTiming {
+  Fp8GemmDesc desc;
+  int64_t calls = 0;
+  double ms = 0;  // summed over the calls
+};
+
 // One per engine thread, like GemmRunner.
 class Fp8GemmRunner {
  public:
@@ -100,8 +108,19 @@ class Fp8GemmRunner {
 
   size_t cached_plans() const { return plans_.size(); }
 
+  // Measurement (fp8d-bench --gemm-timing): while on, every Run records a CUDA event before and
+  // after its GEMM on the GEMM's stream, which orders nothing new but costs two records per
+  // call. TakeTimings waits for the recorded GEMMs, sums their times per plan (in the order the
+  // plans first ran) and forgets them.
+  void set_timing(bool on) { timing_ = on; }
+  absl::StatusOr<std::vector<Fp8GemmTiming>> TakeTimings();
+
  private:
   struct Plan;
+  struct TimedCall {
+    Fp8GemmDesc desc;
+    cudaEvent_t start = nullptr, end = nullptr;
+  };
   Fp8GemmRunner(cublasLtHandle_t handle, void* workspace, size_t workspace_bytes);
   absl::StatusOr<const Plan*> GetPlan(const Fp8GemmConfig& config, const GemmShape& shape);
 
@@ -109,6 +128,8 @@ class Fp8GemmRunner {
   void* workspace_;
   size_t workspace_bytes_;
   std::map<Fp8GemmDesc, std::unique_ptr<Plan>> plans_;
+  bool timing_ = false;
+  std::vector<TimedCall> timed_;
 };
 
 }  // namespace fp8d::kernels

@@ -11,6 +11,10 @@
 //   fp8d-bench --recipe delayed --min-gemm-dim 1024              # policy.min_gemm_dim
 //   fp8d-bench --recipe blockwise-128x128 --min-gemm-dim 16      # 128x128 weight blocks
 //   fp8d-bench --recipe delayed --unfused   # FP8 casts apart from RMSNorm/SwiGLU (for comparison)
+//   fp8d-bench --recipe delayed --fp8-lm-head          # policy.skip_lm_head: false
+//   fp8d-bench --recipe delayed --skip-attention-qk    # policy.skip_attention_qk: true
+//   fp8d-bench --recipe delayed --gemm-timing   # FP8 GEMMs in the step vs alone (see
+//                                               # step_gemm_timing.h)
 //   fp8d-bench --model 124m --batch 16 --seq 1024 --steps 20 --warmup 5
 //   fp8d-bench --attention cudnn       # cuDNN flash attention forward and backward (default)
 //   fp8d-bench --attention cudnn-fwd   # cuDNN forward, reference-kernel backward
@@ -30,6 +34,7 @@
 #include "core/recipe_config.h"
 #include "core/rng.h"
 #include "kernels/cuda_engine.h"
+#include "tests/bench/step_gemm_timing.h"
 
 namespace {
 
@@ -48,12 +53,14 @@ std::string RecipeLabel(const fp8d::RecipeConfig& r) {
   if (r.kind == fp8d::RecipeKind::kBlockwise && r.weight_block == fp8d::WeightBlock::k128x128) {
     label += "-128x128";
   }
+  if (r.is_fp8() && !r.policy.skip_lm_head) label += "+fp8-lm-head";
+  if (r.is_fp8() && r.policy.skip_attention_qk) label += "+bf16-qk";
   return label;
 }
 
-// "delayed,current" -> recipes with the default policy (plus --min-gemm-dim).
+// "delayed,current" -> recipes with the default policy, changed by the policy flags.
 absl::StatusOr<std::vector<fp8d::RecipeConfig>> ParseRecipes(const std::string& list,
-                                                            int min_gemm_dim) {
+                                                            const fp8d::v1::LayerPolicy& policy) {
   std::vector<fp8d::RecipeConfig> out;
   for (absl::string_view name : absl::StrSplit(list, ',')) {
     fp8d::v1::Recipe proto;
@@ -64,7 +71,7 @@ absl::StatusOr<std::vector<fp8d::RecipeConfig>> ParseRecipes(const std::string& 
     } else {
       proto.set_name(std::string(name));
     }
-    if (min_gemm_dim > 0) proto.mutable_policy()->set_min_gemm_dim(min_gemm_dim);
+    *proto.mutable_policy() = policy;
     absl::StatusOr<fp8d::RecipeConfig> r = fp8d::ResolveRecipe(proto);
     if (!r.ok()) return r.status();
     out.push_back(*r);
@@ -81,7 +88,7 @@ const char* AttentionLabel(const fp8d::kernels::CudaEngine& e,
 }
 
 int RunCase(const BenchCase& c, const fp8d::RecipeConfig& recipe, int steps, int warmup,
-            fp8d::kernels::CudaEngineOptions options) {
+            fp8d::kernels::CudaEngineOptions options, bool gemm_timing) {
   fp8d::v1::ModelConfig proto;
   proto.set_preset(c.model);
   absl::StatusOr<fp8d::ModelConfig> model = fp8d::ResolveModelConfig(proto);
@@ -159,6 +166,13 @@ int RunCase(const BenchCase& c, const fp8d::RecipeConfig& recipe, int steps, int
     std::printf("  attention note: %s\n", (*engine)->attention_note().c_str());
   }
   std::fflush(stdout);
+  if (gemm_timing && plan.fp8_count() > 0) {
+    args.step = warmup + steps;
+    if (absl::Status s = fp8d::bench::PrintStepGemmTiming(**engine, batch, args, 3); !s.ok()) {
+      std::fprintf(stderr, "--gemm-timing: %s\n", std::string(s.message()).c_str());
+      return 1;
+    }
+  }
   return 0;
 }
 
@@ -167,7 +181,9 @@ int RunCase(const BenchCase& c, const fp8d::RecipeConfig& recipe, int steps, int
 int main(int argc, char** argv) {
   std::vector<BenchCase> cases;
   BenchCase one{"", 0, 0};
-  int steps = 20, warmup = 5, min_gemm_dim = 0;
+  int steps = 20, warmup = 5;
+  bool gemm_timing = false;
+  fp8d::v1::LayerPolicy policy;
   std::string recipe_list = "bf16";
   fp8d::kernels::CudaEngineOptions options;
   for (int i = 1; i < argc; ++i) {
@@ -185,8 +201,11 @@ int main(int argc, char** argv) {
     else if (!std::strcmp(argv[i], "--warmup")) warmup = std::atoi(next("--warmup"));
     else if (!std::strcmp(argv[i], "--recipe")) recipe_list = next("--recipe");
     else if (!std::strcmp(argv[i], "--unfused")) options.fuse_fp8_casts = false;
+    else if (!std::strcmp(argv[i], "--gemm-timing")) gemm_timing = true;
     else if (!std::strcmp(argv[i], "--min-gemm-dim"))
-      min_gemm_dim = std::atoi(next("--min-gemm-dim"));
+      policy.set_min_gemm_dim(std::atoi(next("--min-gemm-dim")));
+    else if (!std::strcmp(argv[i], "--fp8-lm-head")) policy.set_skip_lm_head(false);
+    else if (!std::strcmp(argv[i], "--skip-attention-qk")) policy.set_skip_attention_qk(true);
     else if (!std::strcmp(argv[i], "--attention")) {
       const std::string a = next("--attention");
       if (a != "cudnn" && a != "cudnn-fwd" && a != "reference") {
@@ -200,7 +219,8 @@ int main(int argc, char** argv) {
     else {
       std::fprintf(stderr,
                    "usage: fp8d-bench [--model NAME --batch B --seq T] [--steps N] [--warmup N] "
-                   "[--recipe NAME[,NAME...]] [--min-gemm-dim N] [--unfused] "
+                   "[--recipe NAME[,NAME...]] [--min-gemm-dim N] [--fp8-lm-head] "
+                   "[--skip-attention-qk] [--unfused] [--gemm-timing] "
                    "[--attention cudnn|cudnn-fwd|reference]\n");
       return 2;
     }
@@ -219,14 +239,16 @@ int main(int argc, char** argv) {
     cases = {{"124m", 16, 1024}, {"1b", 8, 2048}};
   }
   absl::StatusOr<std::vector<fp8d::RecipeConfig>> recipes =
-      ParseRecipes(recipe_list, min_gemm_dim);
+      ParseRecipes(recipe_list, policy);
   if (!recipes.ok()) {
     std::fprintf(stderr, "--recipe: %s\n", std::string(recipes.status().message()).c_str());
     return 2;
   }
   int rc = 0;
   for (const BenchCase& c : cases) {
-    for (const fp8d::RecipeConfig& r : *recipes) rc |= RunCase(c, r, steps, warmup, options);
+    for (const fp8d::RecipeConfig& r : *recipes) {
+      rc |= RunCase(c, r, steps, warmup, options, gemm_timing);
+    }
   }
   return rc;
 }
