@@ -127,11 +127,11 @@ if [ "${RUN_DEMO:-1}" = 1 ] && [ -x "$HERE/bin/fp8d" ] && [ -x "$HERE/bin/fp8ctl
   kill "$daemon" 2>/dev/null; wait "$daemon" 2>/dev/null
   [ "$demo_rc" -eq 0 ] || { echo "demo job: fp8ctl exited $demo_rc"; rc=1; }
 fi
-# bf16 -> delayed -> current -> bf16 through fp8d --engine cuda (tests/integration), with the
-# bundle's fp8d.
+# bf16 -> delayed -> current -> bf16 through fp8d --engine cuda, and the daemon's overhead with 8
+# clients streaming metrics and amax (tests/integration), with the bundle's fp8d.
 if [ "${RUN_DAEMON_GPU:-1}" = 1 ] && [ -x "$HERE/bin/fp8d_integration_tests" ]; then
   FP8D_BIN_DIR="$HERE/bin" "$HERE/bin/fp8d_integration_tests" --gtest_color=no \
-    --gtest_filter='GpuRecipeSwitch*' 2>&1 | tee "$LOGS/daemon_gpu_tests.log"
+    --gtest_filter='GpuRecipeSwitch*:GpuDaemonOverhead*' 2>&1 | tee "$LOGS/daemon_gpu_tests.log"
   [ "${PIPESTATUS[0]}" -eq 0 ] || rc=1
 fi
 # FP8 against BF16 cuBLASLt throughput at the model's GEMM shapes.
