@@ -9,6 +9,7 @@
 #include <unistd.h>
 
 #include <atomic>
+#include <cctype>
 #include <cstdlib>
 #include <filesystem>
 #include <fstream>
@@ -16,6 +17,7 @@
 
 extern char** environ;
 
+#include "absl/strings/match.h"
 #include "absl/strings/str_cat.h"
 #include "absl/time/clock.h"
 #include "gtest/gtest.h"
@@ -295,6 +297,69 @@ bool WaitForJob(client::TrainerClient& client, const std::string& job,
       timeout);
   if (last) *last = seen;
   return ok;
+}
+
+namespace {
+
+bool HasNvidiaDevice() {
+  std::error_code ec;
+  if (std::filesystem::exists("/dev/nvidiactl", ec)) return true;
+  for (const auto& entry : std::filesystem::directory_iterator("/dev", ec)) {
+    const std::string name = entry.path().filename().string();
+    if (name.size() > 6 && absl::StartsWith(name, "nvidia") &&
+        std::isdigit(static_cast<unsigned char>(name[6]))) {
+      return true;
+    }
+  }
+  return false;
+}
+
+}  // namespace
+
+CudaDaemonOnText StartCudaDaemonOnText(const std::string& name) {
+  CudaDaemonOnText out;
+  const char* text_path = std::getenv(kGpuTextVariable);
+  if (text_path == nullptr || *text_path == '\0') {
+    out.skip = absl::StrCat(kGpuTextVariable,
+                            " is not set: point it at a few MB of English text "
+                            "(deploy/gpu-bundle.sh builds bundle/data/text.txt and the bundle's "
+                            "run-gpu-suite.sh exports it)");
+    return out;
+  }
+  if (!std::filesystem::is_regular_file(text_path)) {
+    out.skip = absl::StrCat(kGpuTextVariable, "=", text_path, ": no such file");
+    return out;
+  }
+  if (!HasNvidiaDevice()) {
+    out.skip = "no /dev/nvidiactl or /dev/nvidia<N>: this machine has no NVIDIA GPU, so "
+               "fp8d --engine cuda cannot run";
+    return out;
+  }
+  const std::filesystem::path text = std::filesystem::absolute(text_path);
+  out.text_file = text.filename().string();
+  out.root = MakeTempDir(name);
+  // "--engine cuda" comes after the harness's "--engine cpu"; fp8d takes the last value.
+  out.daemon = std::make_unique<Daemon>(out.root + "/state", text.parent_path().string(),
+                                        std::vector<std::string>{"--engine", "cuda"});
+  if (absl::Status started = out.daemon->Start(); !started.ok()) {
+    const std::string log = out.daemon->log();
+    if (absl::StrContains(log, "built without CUDA")) {
+      out.skip = "this fp8d was built without CUDA, so --engine cuda cannot run: " + log;
+    } else {
+      out.status = absl::Status(started.code(),
+                                absl::StrCat("fp8d --engine cuda did not start on a machine "
+                                             "with an NVIDIA device: ", started.message()));
+    }
+    return out;
+  }
+  absl::StatusOr<fp8d::v1::ServerInfo> info = out.daemon->Client()->GetServerInfo();
+  if (!info.ok()) {
+    out.status = info.status();
+  } else if (info->engine() != "cuda") {
+    out.status = absl::FailedPreconditionError(
+        absl::StrCat("fp8d runs the ", info->engine(), " engine, not cuda: ", out.daemon->log()));
+  }
+  return out;
 }
 
 }  // namespace fp8d::itest

@@ -103,6 +103,20 @@ bool WaitForJob(client::TrainerClient& client, const std::string& job,
                 const std::function<bool(const fp8d::v1::Job&)>& done, absl::Duration timeout,
                 fp8d::v1::Job* last = nullptr);
 
+// `fp8d --engine cuda` with the folder of the text file FP8D_PARITY_TEXT names as its data root,
+// for the GPU daemon tests. `skip` says why the test cannot run on this machine (no text, no
+// NVIDIA device, an fp8d built without CUDA) and is empty otherwise; `status` is an error when
+// the daemon should have started on the GPU and did not.
+inline constexpr char kGpuTextVariable[] = "FP8D_PARITY_TEXT";
+struct CudaDaemonOnText {
+  std::string root;
+  std::unique_ptr<Daemon> daemon;
+  std::string text_file;  // the text's file name inside the data root
+  std::string skip;
+  absl::Status status;
+};
+CudaDaemonOnText StartCudaDaemonOnText(const std::string& name);
+
 // Where fp8d, fp8ctl and their siblings are: the folder named by FP8D_BIN_DIR when it is set
 // (bundle/bin on the GPU machine), else the build's paths compiled in.
 inline constexpr char kBinDirVariable[] = "FP8D_BIN_DIR";

@@ -18,11 +18,8 @@
 //   FP8D_BIN_DIR=bundle/bin FP8D_PARITY_TEXT=bundle/data/text.txt \
 //     bundle/bin/fp8d_integration_tests --gtest_filter='GpuDaemonOverhead*'
 #include <algorithm>
-#include <cctype>
 #include <cstdint>
 #include <cstdio>
-#include <cstdlib>
-#include <filesystem>
 #include <map>
 #include <memory>
 #include <set>
@@ -42,10 +39,8 @@
 namespace fp8d::itest {
 namespace {
 
-namespace fs = std::filesystem;
 namespace v1 = fp8d::v1;
 
-constexpr char kTextVariable[] = "FP8D_PARITY_TEXT";
 // DESIGN.md's "8 clients streaming metrics and amax": 8 connections, each following both streams.
 constexpr int kClients = 8;
 // Steps left out of the rate: engine warm-up (cuBLASLt and cuDNN plan choices, first-touch
@@ -83,19 +78,6 @@ std::string JobText(const OverheadPlan& plan, const std::string& name) {
 }
 
 // The same device probe as gpu_recipe_switch_test.cc.
-bool HasNvidiaDevice() {
-  std::error_code ec;
-  if (fs::exists("/dev/nvidiactl", ec)) return true;
-  for (const auto& entry : fs::directory_iterator("/dev", ec)) {
-    const std::string name = entry.path().filename().string();
-    if (name.size() > 6 && absl::StartsWith(name, "nvidia") &&
-        std::isdigit(static_cast<unsigned char>(name[6]))) {
-      return true;
-    }
-  }
-  return false;
-}
-
 // What one client's two follower threads received. Each field is written by one thread only
 // and read after both have been joined.
 struct FollowerSeen {
@@ -347,39 +329,16 @@ void MeasureOverhead(Daemon& daemon, const OverheadPlan& plan) {
 // real text under delayed scaling with the default policy (at 16384 tokens the automatic size
 // rule makes the 12 gate/up projections FP8 and keeps the other GEMMs BF16).
 TEST(GpuDaemonOverheadTest, EightClientsFollowingMetricsAndAmaxKeepTheStepRateOn124m) {
-  const char* text_path = std::getenv(kTextVariable);
-  if (text_path == nullptr || *text_path == '\0') {
-    GTEST_SKIP() << kTextVariable << " is not set: point it at a few MB of English text "
-                 << "(deploy/gpu-bundle.sh builds bundle/data/text.txt and the bundle's "
-                 << "run-gpu-suite.sh exports it)";
-  }
-  if (!fs::is_regular_file(text_path)) {
-    GTEST_SKIP() << kTextVariable << "=" << text_path << ": no such file";
-  }
-  if (!HasNvidiaDevice()) {
-    GTEST_SKIP() << "no /dev/nvidiactl or /dev/nvidia<N>: this machine has no NVIDIA GPU, so "
-                 << "fp8d --engine cuda cannot run";
-  }
-
-  const fs::path text = fs::absolute(text_path);
-  const std::string root = MakeTempDir("gpu-overhead");
-  // "--engine cuda" comes after the harness's "--engine cpu"; fp8d takes the last value.
-  Daemon daemon(root + "/state", text.parent_path().string(), {"--engine", "cuda"});
-  const absl::Status started = daemon.Start();
-  if (!started.ok()) {
-    const std::string log = daemon.log();
-    if (absl::StrContains(log, "built without CUDA")) {
-      GTEST_SKIP() << "this fp8d was built without CUDA, so --engine cuda cannot run: " << log;
-    }
-    FAIL() << "fp8d --engine cuda did not start on a machine with an NVIDIA device: " << started;
-  }
+  CudaDaemonOnText run = StartCudaDaemonOnText("gpu-overhead");
+  if (!run.skip.empty()) GTEST_SKIP() << run.skip;
+  ASSERT_TRUE(run.status.ok()) << run.status << "\n" << (run.daemon ? run.daemon->log() : "");
+  Daemon& daemon = *run.daemon;
   absl::StatusOr<v1::ServerInfo> info = daemon.Client()->GetServerInfo();
   ASSERT_TRUE(info.ok()) << info.status();
-  ASSERT_EQ(info->engine(), "cuda") << daemon.log();
 
   OverheadPlan plan;
   plan.model = "  preset: 124m\n  vocab_size: 256\n";
-  plan.train = text.filename().string();
+  plan.train = run.text_file;
   plan.lr = "6.0e-4";
   plan.steps = 120;
   plan.batch = 16;
@@ -393,7 +352,7 @@ TEST(GpuDaemonOverheadTest, EightClientsFollowingMetricsAndAmaxKeepTheStepRateOn
   // About 7 s a job on an H100: engine start, 120 steps of ~25 ms, eval, a 1 GB checkpoint.
   plan.timeout = absl::Minutes(3);
   plan.what = absl::StrCat("cuda on ", info->device_name(), ", 124m-shaped delayed, ", plan.batch,
-                           "x", plan.seq_len, " tokens of ", text.string());
+                           "x", plan.seq_len, " tokens of ", (daemon.data_root() + "/" + run.text_file));
   MeasureOverhead(daemon, plan);
   EXPECT_EQ(daemon.Terminate(), 0) << daemon.log();
 }

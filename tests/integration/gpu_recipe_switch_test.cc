@@ -11,11 +11,8 @@
 // bundle it runs as
 //   FP8D_BIN_DIR=bundle/bin FP8D_PARITY_TEXT=bundle/data/text.txt \
 //     bundle/bin/fp8d_integration_tests --gtest_filter='GpuRecipeSwitch*'
-#include <cctype>
 #include <cmath>
 #include <cstdio>
-#include <cstdlib>
-#include <filesystem>
 #include <map>
 #include <string>
 #include <thread>
@@ -31,10 +28,8 @@
 namespace fp8d::itest {
 namespace {
 
-namespace fs = std::filesystem;
 namespace v1 = fp8d::v1;
 
-constexpr char kTextVariable[] = "FP8D_PARITY_TEXT";
 
 // The switch sequence: phase p + 1 is requested once the stream shows step request_at[p]; the
 // daemon applies it at the next step boundary it reaches, which it announces.
@@ -81,19 +76,6 @@ std::string JobText(const std::string& model, const std::string& train, const st
                       "eval_batches: 4\n",
                       "recipe:\n  name: bf16\n  policy:\n    min_gemm_dim: ",
                       kAllLayersMinGemmDim, "\n");
-}
-
-bool HasNvidiaDevice() {
-  std::error_code ec;
-  if (fs::exists("/dev/nvidiactl", ec)) return true;
-  for (const auto& entry : fs::directory_iterator("/dev", ec)) {
-    const std::string name = entry.path().filename().string();
-    if (name.size() > 6 && absl::StartsWith(name, "nvidia") &&
-        std::isdigit(static_cast<unsigned char>(name[6]))) {
-      return true;
-    }
-  }
-  return false;
 }
 
 struct StepSeen {
@@ -261,39 +243,16 @@ void RunSwitches(Daemon& daemon, const SwitchPlan& plan) {
 // The GPU run: 124m widths with the byte-level vocabulary, 160 steps of 16 x 1024 tokens of
 // real text, four phases of about 40 steps, peak rate 6e-4 after 16 warm-up steps.
 TEST(GpuRecipeSwitchTest, Bf16DelayedCurrentBf16On124mSwitchAtAnnouncedStepsWithoutSpikes) {
-  const char* text_path = std::getenv(kTextVariable);
-  if (text_path == nullptr || *text_path == '\0') {
-    GTEST_SKIP() << kTextVariable << " is not set: point it at a few MB of English text "
-                 << "(deploy/gpu-bundle.sh builds bundle/data/text.txt and the bundle's "
-                 << "run-gpu-suite.sh exports it)";
-  }
-  if (!fs::is_regular_file(text_path)) {
-    GTEST_SKIP() << kTextVariable << "=" << text_path << ": no such file";
-  }
-  if (!HasNvidiaDevice()) {
-    GTEST_SKIP() << "no /dev/nvidiactl or /dev/nvidia<N>: this machine has no NVIDIA GPU, so "
-                 << "fp8d --engine cuda cannot run";
-  }
-
-  const fs::path text = fs::absolute(text_path);
-  const std::string root = MakeTempDir("gpu-switch");
-  // "--engine cuda" comes after the harness's "--engine cpu"; fp8d takes the last value.
-  Daemon daemon(root + "/state", text.parent_path().string(), {"--engine", "cuda"});
-  const absl::Status started = daemon.Start();
-  if (!started.ok()) {
-    const std::string log = daemon.log();
-    if (absl::StrContains(log, "built without CUDA")) {
-      GTEST_SKIP() << "this fp8d was built without CUDA, so --engine cuda cannot run: " << log;
-    }
-    FAIL() << "fp8d --engine cuda did not start on a machine with an NVIDIA device: " << started;
-  }
+  CudaDaemonOnText run = StartCudaDaemonOnText("gpu-switch");
+  if (!run.skip.empty()) GTEST_SKIP() << run.skip;
+  ASSERT_TRUE(run.status.ok()) << run.status << "\n" << (run.daemon ? run.daemon->log() : "");
+  Daemon& daemon = *run.daemon;
   absl::StatusOr<v1::ServerInfo> info = daemon.Client()->GetServerInfo();
   ASSERT_TRUE(info.ok()) << info.status();
-  ASSERT_EQ(info->engine(), "cuda") << daemon.log();
 
   SwitchPlan plan;
   plan.steps = 160;
-  plan.job_text = JobText("  preset: 124m\n  vocab_size: 256\n", text.filename().string(),
+  plan.job_text = JobText("  preset: 124m\n  vocab_size: 256\n", run.text_file,
                           "6.0e-4", plan.steps, 16, 1024);
   plan.request_at[0] = 40;
   plan.request_at[1] = 80;
@@ -309,7 +268,7 @@ TEST(GpuRecipeSwitchTest, Bf16DelayedCurrentBf16On124mSwitchAtAnnouncedStepsWith
   // About 20 s on an H100: engine start, 160 steps, final eval, a 1 GB final checkpoint.
   plan.timeout = absl::Minutes(5);
   plan.what = absl::StrCat("cuda on ", info->device_name(), ", 124m-shaped, 16x1024 tokens of ",
-                           text.string());
+                           (daemon.data_root() + "/" + run.text_file));
   RunSwitches(daemon, plan);
   EXPECT_EQ(daemon.Terminate(), 0) << daemon.log();
 }
