@@ -89,6 +89,12 @@ absl::StatusOr<LayerPolicyConfig> ResolvePolicy(const fp8d::v1::LayerPolicy& p) 
   }
   if (c.bf16_warmup_steps < 0)
     return OutOfRange("policy.bf16_warmup_steps", c.bf16_warmup_steps, ">= 0");
+  // Refused rather than ignored: neither engine has a BF16 weight-gradient buffer.
+  if (!c.fp32_weight_grads) {
+    return absl::InvalidArgumentError(
+        "recipe.policy.fp32_weight_grads = false is not supported: both engines accumulate "
+        "weight gradients in FP32; allowed: true (the default)");
+  }
   if (absl::Status s = CheckRegexes(p.include(), "include"); !s.ok()) return s;
   if (absl::Status s = CheckRegexes(p.exclude(), "exclude"); !s.ok()) return s;
   c.include.assign(p.include().begin(), p.include().end());

@@ -119,7 +119,6 @@ TEST(RecipeConfigTest, PolicyOptionsAreApplied) {
       exclude: 'layers\\.0\\..*'
       exclude: '.*down'
       bf16_warmup_steps: 100
-      fp32_weight_grads: false
       fast_accum_forward: false
       cache_fp8_weights: false
     }
@@ -130,9 +129,16 @@ TEST(RecipeConfigTest, PolicyOptionsAreApplied) {
   EXPECT_THAT(r.policy.include, testing::ElementsAre("layers\\.[0-9]+\\.mlp\\..*"));
   EXPECT_THAT(r.policy.exclude, testing::ElementsAre("layers\\.0\\..*", ".*down"));
   EXPECT_EQ(r.policy.bf16_warmup_steps, 100);
-  EXPECT_FALSE(r.policy.fp32_weight_grads);
+  EXPECT_TRUE(r.policy.fp32_weight_grads);
   EXPECT_FALSE(r.policy.fast_accum_forward);
   EXPECT_FALSE(r.policy.cache_fp8_weights);
+}
+
+TEST(RecipeConfigTest, Bf16WeightGradientsAreRefusedNotIgnored) {
+  EXPECT_THAT(Error("name: 'delayed' policy { fp32_weight_grads: false }"),
+              AllOf(HasSubstr("recipe.policy.fp32_weight_grads"), HasSubstr("allowed: true")));
+  EXPECT_TRUE(
+      Resolve("name: 'delayed' policy { fp32_weight_grads: true }").policy.fp32_weight_grads);
 }
 
 TEST(RecipeConfigTest, UnknownNameListsAllowedRecipes) {
@@ -268,7 +274,7 @@ TEST(RecipeConfigTest, ResolveOfToProtoGivesSameRecipe) {
       "name: 'current' margin: 1 policy { skip_lm_head: false min_gemm_dim: 128 }",
       "name: 'rowwise' policy { include: 'layers\\\\.1\\\\..*' exclude: '.*qkv' }",
       "name: 'blockwise' weight_block: '128x128' policy { bf16_warmup_steps: 20 }",
-      "name: 'mxfp8' format: 'hybrid' policy { fp32_weight_grads: false cache_fp8_weights: false "
+      "name: 'mxfp8' format: 'hybrid' policy { fp32_weight_grads: true cache_fp8_weights: false "
       "fast_accum_forward: false skip_attention_qk: true }",
   };
   for (const char* text : kRecipes) {
