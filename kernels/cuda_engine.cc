@@ -1037,9 +1037,11 @@ absl::StatusOr<StepResult> CudaEngine::TrainStep(absl::Span<const TokenBatch> mi
     const BatchShape shape{b.batch, b.seq_len};
     if (absl::Status s = UploadTokens(b); !s.ok()) return s;
     pass_for_backward_ = true;
-    // The weights are cast once per step (again only if the token count changes).
-    if (absl::Status s = BeginFp8Pass(plan.fp8, shape.tokens(), /*cast_weights=*/first); !s.ok())
-      return s;
+    // The weights are cast once per step (again if the token count changes), or before every
+    // micro-batch without policy.cache_fp8_weights: the same bytes, since weights and scales
+    // change only between steps, so the CPU engine (which quantizes W at every call) agrees.
+    const bool cast_weights = first || !recipe_.policy.cache_fp8_weights;
+    if (absl::Status s = BeginFp8Pass(plan.fp8, shape.tokens(), cast_weights); !s.ok()) return s;
     first = false;
     if (absl::Status s = Forward(shape); !s.ok()) return s;
     if (absl::Status s = LmHeadAndLoss(shape, dloss, /*backward=*/true); !s.ok()) return s;

@@ -5,6 +5,7 @@
 //    BF16 by plan; chunking changes no statistic (the step's amax covers every chunk).
 //  - skip_attention_qk: true runs attn.qkv's V rows FP8 and its Q and K rows BF16: each recipe
 //    tracks the CPU engine, which does the same, and the FP8 weight statistics are the V rows'.
+// And cache_fp8_weights: false, which changes when the weights are cast, not what they become.
 #include <cuda_bf16.h>
 #include <cuda_runtime.h>
 
@@ -207,6 +208,31 @@ TEST(CudaEnginePolicyTest, VOnlyFp8QkvUnderSkipAttentionQkTracksTheCpuEngineFor1
     for (const StepResult& s : Train(*gpu, batches, 1, kFp8Steps - 1)) g.push_back(s);
     const std::vector<StepResult> c = Train(*cpu, batches, 0, kFp8Steps);
     ExpectFp8Tracks(g, c, what);
+  }
+}
+
+// cache_fp8_weights: false casts the weights before each micro-batch instead of once per step;
+// the weights and their scales change only between steps, so with two micro-batches a step the
+// losses and gradient norms are the same bits.
+TEST(CudaEnginePolicyTest, UncachedFp8WeightsGiveTheSameSteps) {
+  SKIP_WITHOUT_GPU();
+  const ModelConfig m = Tiny();
+  const auto batches = Batches(m, 4, 4, 64, 131);
+  for (RecipeKind kind : {RecipeKind::kDelayed, RecipeKind::kCurrent}) {
+    RecipeConfig cached = Recipe(kind, /*fp8_lm_head=*/false, /*bf16_qk=*/false);
+    RecipeConfig uncached = cached;
+    uncached.policy.cache_fp8_weights = false;
+    auto a = Gpu(m, cached, 4, 64);
+    auto b = Gpu(m, uncached, 4, 64);
+    ASSERT_TRUE(a && b);
+    const std::vector<StepResult> ra = Train(*a, batches, 0, 3, /*micro=*/2);
+    const std::vector<StepResult> rb = Train(*b, batches, 0, 3, /*micro=*/2);
+    ASSERT_EQ(ra.size(), 3u);
+    ASSERT_EQ(rb.size(), 3u);
+    for (size_t s = 0; s < ra.size(); ++s) {
+      EXPECT_EQ(ra[s].loss, rb[s].loss) << RecipeKindName(kind) << " step " << s;
+      EXPECT_EQ(ra[s].grad_norm, rb[s].grad_norm) << RecipeKindName(kind) << " step " << s;
+    }
   }
 }
 
