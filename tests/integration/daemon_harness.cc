@@ -8,6 +8,7 @@
 #include <sys/wait.h>
 #include <unistd.h>
 
+#include <algorithm>
 #include <atomic>
 #include <cctype>
 #include <cstdlib>
@@ -297,6 +298,37 @@ bool WaitForJob(client::TrainerClient& client, const std::string& job,
       timeout);
   if (last) *last = seen;
   return ok;
+}
+
+JobThroughput ReadJobThroughput(client::TrainerClient& client, const std::string& job,
+                                int64_t first_measured_step) {
+  JobThroughput t;
+  std::vector<double> step_ms;
+  int64_t first_us = 0, last_us = 0, first_step = 0, last_step = 0;
+  fp8d::v1::StreamMetricsRequest request;
+  request.set_name(job);
+  const absl::Status read = client.StreamMetrics(request, [&](const fp8d::v1::MetricRecord& r) {
+    if (!r.has_step()) return true;
+    ++t.step_records;
+    if (r.step().fp8_layers() > 0) ++t.fp8_steps;
+    if (r.step().step() < first_measured_step) return true;
+    step_ms.push_back(r.step().step_time_ms());
+    if (first_us == 0) {
+      first_us = r.unix_micros();
+      first_step = r.step().step();
+    }
+    last_us = r.unix_micros();
+    last_step = r.step().step();
+    return true;
+  });
+  EXPECT_TRUE(read.ok()) << job << ": reading the metric log: " << read;
+  t.measured_steps = static_cast<int64_t>(step_ms.size());
+  if (!step_ms.empty()) {
+    std::sort(step_ms.begin(), step_ms.end());
+    t.median_step_ms = step_ms[step_ms.size() / 2];
+  }
+  if (last_us > first_us) t.steps_per_sec = (last_step - first_step) / ((last_us - first_us) / 1e6);
+  return t;
 }
 
 namespace {

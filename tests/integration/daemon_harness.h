@@ -103,6 +103,19 @@ bool WaitForJob(client::TrainerClient& client, const std::string& job,
                 const std::function<bool(const fp8d::v1::Job&)>& done, absl::Duration timeout,
                 fp8d::v1::Job* last = nullptr);
 
+// The training rate of a finished job, read back from its metric log. The rate counts only
+// steps >= first_measured_step (the first steps of a job are slower: plan choices, first-touch
+// allocations); the record counts cover every step.
+struct JobThroughput {
+  int64_t step_records = 0;
+  int64_t fp8_steps = 0;       // step records that report FP8 layers
+  int64_t measured_steps = 0;
+  double steps_per_sec = 0;    // wall clock between the first and last measured step records
+  double median_step_ms = 0;   // the engine's step time over the measured steps
+};
+JobThroughput ReadJobThroughput(client::TrainerClient& client, const std::string& job,
+                                int64_t first_measured_step);
+
 // `fp8d --engine cuda` with the folder of the text file FP8D_PARITY_TEXT names as its data root,
 // for the GPU daemon tests. `skip` says why the test cannot run on this machine (no text, no
 // NVIDIA device, an fp8d built without CUDA) and is empty otherwise; `status` is an error when

@@ -18,41 +18,8 @@ constexpr int kSteps = 60;
 // leaves room for scheduling noise while still catching a daemon that blocks training on clients.
 constexpr double kMinRateRatio = 0.75;
 
-// Median step time (ms) of a finished job, from its metric log.
-double MedianStepMs(client::TrainerClient& client, const std::string& job) {
-  std::vector<double> ms;
-  v1::StreamMetricsRequest request;
-  request.set_name(job);
-  request.set_from_step(5);  // skip warm-up
-  EXPECT_TRUE(client.StreamMetrics(request, [&](const v1::MetricRecord& r) {
-                      if (r.has_step()) ms.push_back(r.step().step_time_ms());
-                      return true;
-                    }).ok());
-  EXPECT_FALSE(ms.empty());
-  if (ms.empty()) return 0;
-  std::sort(ms.begin(), ms.end());
-  return ms[ms.size() / 2];
-}
-
-// Wall-clock steps/s between the first and last step record.
-double StepsPerSecond(client::TrainerClient& client, const std::string& job) {
-  int64_t first_us = 0, last_us = 0, first_step = 0, last_step = 0;
-  v1::StreamMetricsRequest request;
-  request.set_name(job);
-  request.set_from_step(5);
-  EXPECT_TRUE(client.StreamMetrics(request, [&](const v1::MetricRecord& r) {
-                      if (!r.has_step()) return true;
-                      if (first_us == 0) {
-                        first_us = r.unix_micros();
-                        first_step = r.step().step();
-                      }
-                      last_us = r.unix_micros();
-                      last_step = r.step().step();
-                      return true;
-                    }).ok());
-  if (last_us <= first_us) return 0;
-  return (last_step - first_step) / ((last_us - first_us) / 1e6);
-}
+// Steps before this one are warm-up and left out of the rates.
+constexpr int64_t kFirstMeasuredStep = 5;
 
 std::string RunJob(DaemonFixture& f, const std::string& name, bool with_watchers,
                    std::atomic<int64_t>* records_seen) {
@@ -108,15 +75,17 @@ TEST(DaemonWatchers, TwentyFollowersKeepTheTrainingRate) {
     const std::string watched = RunJob(f, absl::StrCat("watched-", round), true, &seen);
     // Each follower saw the whole job (replay + follow): at least one record per step each.
     EXPECT_GE(seen.load(), int64_t{kWatchers} * (kSteps - 1));
-    const double rate_alone = StepsPerSecond(*f.client, alone);
-    const double rate_watched = StepsPerSecond(*f.client, watched);
-    if (rate_alone > best_alone) {
-      best_alone = rate_alone;
-      ms_alone = MedianStepMs(*f.client, alone);
+    const JobThroughput rate_alone = ReadJobThroughput(*f.client, alone, kFirstMeasuredStep);
+    const JobThroughput rate_watched = ReadJobThroughput(*f.client, watched, kFirstMeasuredStep);
+    EXPECT_GT(rate_alone.measured_steps, 0);
+    EXPECT_GT(rate_watched.measured_steps, 0);
+    if (rate_alone.steps_per_sec > best_alone) {
+      best_alone = rate_alone.steps_per_sec;
+      ms_alone = rate_alone.median_step_ms;
     }
-    if (rate_watched > best_watched) {
-      best_watched = rate_watched;
-      ms_watched = MedianStepMs(*f.client, watched);
+    if (rate_watched.steps_per_sec > best_watched) {
+      best_watched = rate_watched.steps_per_sec;
+      ms_watched = rate_watched.median_step_ms;
     }
   }
   RecordProperty("steps_per_sec_alone", std::to_string(best_alone));

@@ -77,7 +77,6 @@ std::string JobText(const OverheadPlan& plan, const std::string& name) {
                       "recipe:\n  name: delayed\n", plan.policy);
 }
 
-// The same device probe as gpu_recipe_switch_test.cc.
 // What one client's two follower threads received. Each field is written by one thread only
 // and read after both have been joined.
 struct FollowerSeen {
@@ -90,43 +89,6 @@ struct FollowerSeen {
   int64_t amax_bytes = 0;
   std::set<int64_t> amax_steps;          // steps with an amax record of at least one tensor
 };
-
-// Rate of a finished job, from its metric log.
-struct Throughput {
-  int64_t step_records = 0;
-  int64_t fp8_steps = 0;
-  double steps_per_sec = 0;    // wall clock between the first and last measured step records
-  double median_step_ms = 0;   // the engine's step time, measured steps
-};
-
-Throughput ReadThroughput(client::TrainerClient& client, const std::string& job) {
-  Throughput t;
-  std::vector<double> step_ms;
-  int64_t first_us = 0, last_us = 0, first_step = 0, last_step = 0;
-  v1::StreamMetricsRequest request;
-  request.set_name(job);
-  const absl::Status read = client.StreamMetrics(request, [&](const v1::MetricRecord& r) {
-    if (!r.has_step()) return true;
-    ++t.step_records;
-    if (r.step().fp8_layers() > 0) ++t.fp8_steps;
-    if (r.step().step() <= kWarmupSteps) return true;
-    step_ms.push_back(r.step().step_time_ms());
-    if (first_us == 0) {
-      first_us = r.unix_micros();
-      first_step = r.step().step();
-    }
-    last_us = r.unix_micros();
-    last_step = r.step().step();
-    return true;
-  });
-  EXPECT_TRUE(read.ok()) << job << ": reading the metric log: " << read;
-  if (!step_ms.empty()) {
-    std::sort(step_ms.begin(), step_ms.end());
-    t.median_step_ms = step_ms[step_ms.size() / 2];
-  }
-  if (last_us > first_us) t.steps_per_sec = (last_step - first_step) / ((last_us - first_us) / 1e6);
-  return t;
-}
 
 // Bounds one job: past `timeout` it cancels the job, which ends its streams; if they have not
 // ended kStreamGrace later, it kills the daemon, which ends them all. Finish() (or destruction)
@@ -160,7 +122,7 @@ struct RunResult {
   std::string job;
   v1::Job last;                          // the job once it ended
   std::vector<FollowerSeen> followers;   // empty for a run nobody followed
-  Throughput rate;
+  JobThroughput rate;
 };
 
 // Submits the plan's job and waits for its end; with `followers`, kClients clients follow its
@@ -226,7 +188,7 @@ RunResult RunJob(Daemon& daemon, const OverheadPlan& plan, const std::string& la
   watchdog.Finish();
   EXPECT_EQ(result.last.state(), v1::SUCCEEDED)
       << label << " (" << result.job << "): " << result.last.reason() << "\n" << daemon.log();
-  result.rate = ReadThroughput(*client, result.job);
+  result.rate = ReadJobThroughput(*client, result.job, kWarmupSteps + 1);
   return result;
 }
 
