@@ -22,32 +22,23 @@
 #include "gtest/gtest.h"
 #include "kernels/cuda_engine.h"
 #include "tests/gpu/engine_test_util.h"
+#include "tests/gpu/gpu_test_util.h"
 
 namespace fp8d::kernels {
 namespace {
 
 using engine_test::Batches;
+using engine_test::CpuWith;
 using engine_test::ExpectFp8Tracks;
+using engine_test::GpuWith;
 using engine_test::kFp8Steps;
+using engine_test::kGpuFp8Recipes;
 using engine_test::Tiny;
 using engine_test::Train;
 
-bool HaveGpu() {
-  int n = 0;
-  return cudaGetDeviceCount(&n) == cudaSuccess && n > 0;
-}
-
-#define SKIP_WITHOUT_GPU() \
-  if (!HaveGpu()) GTEST_SKIP() << "no CUDA GPU on this machine"
-
-const RecipeKind kGpuFp8Recipes[] = {RecipeKind::kDelayed, RecipeKind::kCurrent,
-                                     RecipeKind::kRowwise, RecipeKind::kBlockwise};
-
 // Every layer FP8 (the tiny model's GEMMs are below the automatic size threshold).
 RecipeConfig Recipe(RecipeKind kind, bool fp8_lm_head, bool bf16_qk) {
-  RecipeConfig r;
-  r.kind = kind;
-  r.policy.min_gemm_dim = 16;
+  RecipeConfig r = engine_test::Recipe(kind);
   r.policy.skip_lm_head = !fp8_lm_head;
   r.policy.skip_attention_qk = bf16_qk;
   return r;
@@ -57,15 +48,7 @@ std::unique_ptr<CudaEngine> Gpu(const ModelConfig& m, const RecipeConfig& r, int
                                 int64_t lm_head_chunk_rows = 0) {
   CudaEngineOptions o;
   o.lm_head_chunk_rows = lm_head_chunk_rows;
-  auto e = CudaEngine::Create(m, r, /*seed=*/7, batch, seq, o);
-  EXPECT_TRUE(e.ok()) << e.status();
-  return e.ok() ? std::move(*e) : nullptr;
-}
-
-std::unique_ptr<CpuEngine> Cpu(const ModelConfig& m, const RecipeConfig& r) {
-  auto e = CpuEngine::Create(m, r, /*seed=*/7);
-  EXPECT_TRUE(e.ok()) << e.status();
-  return e.ok() ? std::move(*e) : nullptr;
+  return GpuWith(m, r, batch, seq, /*seed=*/7, o);
 }
 
 bool PlansFp8(const LayerPlan& plan, const std::string& layer) {
@@ -89,7 +72,7 @@ const fp8d::v1::TensorAmax* FindTensor(const fp8d::v1::AmaxRecord& record,
 // chunked path), in one under current and rowwise (which run a chunked head BF16, checked by
 // the next test).
 TEST(CudaEnginePolicyTest, Fp8LmHeadTracksTheCpuEngineFor10Steps) {
-  SKIP_WITHOUT_GPU();
+  FP8D_REQUIRE_GPU();
   const ModelConfig m = Tiny();
   const auto batches = Batches(m, 4, 4, 64, 101);
   for (RecipeKind kind : kGpuFp8Recipes) {
@@ -97,7 +80,7 @@ TEST(CudaEnginePolicyTest, Fp8LmHeadTracksTheCpuEngineFor10Steps) {
     const bool chunked = kind == RecipeKind::kDelayed || kind == RecipeKind::kBlockwise;
     const RecipeConfig r = Recipe(kind, /*fp8_lm_head=*/true, /*bf16_qk=*/false);
     auto gpu = Gpu(m, r, 4, 64, chunked ? 128 : 0);
-    auto cpu = Cpu(m, r);
+    auto cpu = CpuWith(m, r);
     ASSERT_TRUE(gpu && cpu) << what;
     EXPECT_TRUE(PlansFp8(gpu->PlanLayers(0), "lm_head")) << what;
     EXPECT_EQ(gpu->PlanLayers(0).fp8, cpu->PlanLayers(0).fp8) << what;
@@ -114,7 +97,7 @@ TEST(CudaEnginePolicyTest, Fp8LmHeadTracksTheCpuEngineFor10Steps) {
 }
 
 TEST(CudaEnginePolicyTest, ChunkedLmHeadRunsBf16UnderCurrentAndRowwiseScaling) {
-  SKIP_WITHOUT_GPU();
+  FP8D_REQUIRE_GPU();
   const ModelConfig m = Tiny();
   for (RecipeKind kind : kGpuFp8Recipes) {
     const RecipeConfig r = Recipe(kind, /*fp8_lm_head=*/true, /*bf16_qk=*/false);
@@ -137,7 +120,7 @@ TEST(CudaEnginePolicyTest, ChunkedLmHeadRunsBf16UnderCurrentAndRowwiseScaling) {
 // reached the step's; the gradient's amax and the loss agree to rounding (the two GEMM splits
 // round differently). Four batches, so that the largest element is not always in the last chunk.
 TEST(CudaEnginePolicyTest, ChunkedLmHeadStatisticsCoverEveryChunk) {
-  SKIP_WITHOUT_GPU();
+  FP8D_REQUIRE_GPU();
   const ModelConfig m = Tiny();
   const auto batches = Batches(m, 4, 8, 64, 111);
   for (RecipeKind kind : {RecipeKind::kDelayed, RecipeKind::kBlockwise}) {
@@ -173,7 +156,7 @@ TEST(CudaEnginePolicyTest, ChunkedLmHeadStatisticsCoverEveryChunk) {
 // attn.qkv's V rows FP8, Q and K BF16 on both engines; the layer's FP8 weight statistics are
 // those of the V rows of the initial weights (the cast before the first update).
 TEST(CudaEnginePolicyTest, VOnlyFp8QkvUnderSkipAttentionQkTracksTheCpuEngineFor10Steps) {
-  SKIP_WITHOUT_GPU();
+  FP8D_REQUIRE_GPU();
   const ModelConfig m = Tiny();
   const auto batches = Batches(m, 4, 4, 64, 121);
   const int64_t qk_rows = int64_t{m.d_model} + m.kv_dim(), d = m.d_model;
@@ -181,7 +164,7 @@ TEST(CudaEnginePolicyTest, VOnlyFp8QkvUnderSkipAttentionQkTracksTheCpuEngineFor1
     const std::string what = std::string(RecipeKindName(kind)) + " with BF16 Q and K";
     const RecipeConfig r = Recipe(kind, /*fp8_lm_head=*/false, /*bf16_qk=*/true);
     auto gpu = Gpu(m, r, 4, 64);
-    auto cpu = Cpu(m, r);
+    auto cpu = CpuWith(m, r);
     ASSERT_TRUE(gpu && cpu) << what;
     EXPECT_TRUE(PlansFp8(gpu->PlanLayers(0), "layers.0.attn.qkv")) << what;
     EXPECT_EQ(gpu->PlanLayers(0).fp8, cpu->PlanLayers(0).fp8) << what;
@@ -215,7 +198,7 @@ TEST(CudaEnginePolicyTest, VOnlyFp8QkvUnderSkipAttentionQkTracksTheCpuEngineFor1
 // the weights and their scales change only between steps, so with two micro-batches a step the
 // losses and gradient norms are the same bits.
 TEST(CudaEnginePolicyTest, UncachedFp8WeightsGiveTheSameSteps) {
-  SKIP_WITHOUT_GPU();
+  FP8D_REQUIRE_GPU();
   const ModelConfig m = Tiny();
   const auto batches = Batches(m, 4, 4, 64, 131);
   for (RecipeKind kind : {RecipeKind::kDelayed, RecipeKind::kCurrent}) {

@@ -238,30 +238,10 @@ using engine_test::ExpectFp8Tracks;
 using engine_test::kFp8LossRelTol;
 using engine_test::kFp8Steps;
 
-// Every layer FP8 whatever the automatic size threshold (these models' GEMMs are small).
-RecipeConfig Recipe(RecipeKind kind) {
-  RecipeConfig r;
-  r.kind = kind;
-  r.policy.min_gemm_dim = 16;
-  return r;
-}
-
-const RecipeKind kGpuFp8Recipes[] = {RecipeKind::kDelayed, RecipeKind::kCurrent,
-                                     RecipeKind::kRowwise, RecipeKind::kBlockwise};
-
-std::unique_ptr<CudaEngine> GpuWith(const ModelConfig& m, const RecipeConfig& r, int batch,
-                                    int seq, uint64_t seed = 7) {
-  auto e = CudaEngine::Create(m, r, seed, batch, seq);
-  EXPECT_TRUE(e.ok()) << e.status();
-  return e.ok() ? std::move(*e) : nullptr;
-}
-
-std::unique_ptr<CpuEngine> CpuWith(const ModelConfig& m, const RecipeConfig& r,
-                                   uint64_t seed = 7) {
-  auto e = CpuEngine::Create(m, r, seed);
-  EXPECT_TRUE(e.ok()) << e.status();
-  return e.ok() ? std::move(*e) : nullptr;
-}
+using engine_test::CpuWith;
+using engine_test::GpuWith;
+using engine_test::kGpuFp8Recipes;
+using engine_test::Recipe;
 
 void ExpectFp8RecipesTrackTheCpuEngine(const ModelConfig& m, int batch, int seq, float lr) {
   const auto batches = Batches(m, 4, batch, seq, 61);

@@ -1,16 +1,21 @@
-// Models, token batches and the training loop shared by the CUDA engine's whole-model tests.
+// Models, token batches, recipes, engines and the training loop shared by the CUDA engine's
+// whole-model tests.
 #pragma once
 
 #include <cmath>
 #include <cstdint>
+#include <memory>
 #include <string>
 #include <vector>
 
 #include "absl/status/statusor.h"
+#include "core/cpu_engine.h"
 #include "core/engine.h"
 #include "core/model_config.h"
+#include "core/recipe_config.h"
 #include "core/rng.h"
 #include "gtest/gtest.h"
+#include "kernels/cuda_engine.h"
 #include "fp8d/v1/job.pb.h"
 
 namespace fp8d::kernels::engine_test {
@@ -98,6 +103,32 @@ inline void ExpectFp8Tracks(const std::vector<StepResult>& gpu, const std::vecto
         << what << " step " << s << ": gpu " << gpu[s].loss << " cpu " << cpu[s].loss;
   }
   EXPECT_LT(gpu.back().loss, gpu.front().loss) << what;
+}
+
+// Every layer FP8 whatever the automatic size threshold (these models' GEMMs are small).
+inline RecipeConfig Recipe(RecipeKind kind) {
+  RecipeConfig r;
+  r.kind = kind;
+  r.policy.min_gemm_dim = 16;
+  return r;
+}
+
+inline constexpr RecipeKind kGpuFp8Recipes[] = {RecipeKind::kDelayed, RecipeKind::kCurrent,
+                                                RecipeKind::kRowwise, RecipeKind::kBlockwise};
+
+inline std::unique_ptr<CudaEngine> GpuWith(const ModelConfig& m, const RecipeConfig& r,
+                                           int batch, int seq, uint64_t seed = 7,
+                                           const CudaEngineOptions& options = {}) {
+  auto e = CudaEngine::Create(m, r, seed, batch, seq, options);
+  EXPECT_TRUE(e.ok()) << e.status();
+  return e.ok() ? std::move(*e) : nullptr;
+}
+
+inline std::unique_ptr<CpuEngine> CpuWith(const ModelConfig& m, const RecipeConfig& r,
+                                          uint64_t seed = 7) {
+  auto e = CpuEngine::Create(m, r, seed);
+  EXPECT_TRUE(e.ok()) << e.status();
+  return e.ok() ? std::move(*e) : nullptr;
 }
 
 }  // namespace fp8d::kernels::engine_test
