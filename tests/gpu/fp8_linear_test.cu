@@ -198,21 +198,49 @@ class GpuFp8LinearTest : public ::fp8d::testing::GpuTest<> {
     runner_ = std::move(*runner);
   }
 
+  // One micro-batch x [m, k], dy [m, n] through `layer` (weights already cast from w [n, k]) on
+  // the GPU and through the CPU reference: compares Y, dX and dW - dW0 and the INPUT and
+  // GRAD_OUTPUT stats (and the WEIGHT stats when `weight_stats`: the cast's, which the reference
+  // recomputes at each call). `dw` (device) and `want_dw` (host) accumulate over the calls from
+  // dw0. Y goes to `y_out` when given.
+  void CheckMicroBatch(Fp8Linear& layer, const ref::Fp8LinearQuant& quant,
+                       const std::vector<float>& w, const std::vector<float>& x,
+                       const std::vector<float>& dy, const std::vector<float>& dw0,
+                       DeviceBuffer<float>& dw, std::vector<float>& want_dw,
+                       const DeviceBuffer<Fp8CastStats>& stats, bool weight_stats,
+                       std::vector<__nv_bfloat16>* y_out = nullptr) {
+    const int m = static_cast<int>(layer.shape().m), n = static_cast<int>(layer.shape().n),
+              k = static_cast<int>(layer.shape().k);
+    ref::Fp8LinearStats want_stats;
+    std::vector<float> want_y(static_cast<size_t>(m) * n), want_dx(static_cast<size_t>(m) * k);
+    ref::Fp8LinearForward(x.data(), w.data(), want_y.data(), m, k, n, quant, &want_stats);
+    ref::Fp8LinearBackward(dy.data(), x.data(), w.data(), want_dx.data(), want_dw.data(), m, k,
+                           n, quant, &want_stats);
+
+    DeviceBuffer<__nv_bfloat16> dx_in(ToBf16(x)), ddy(ToBf16(dy));
+    DeviceBuffer<__nv_bfloat16> y(static_cast<size_t>(m) * n), dx(static_cast<size_t>(m) * k);
+    FP8D_EXPECT_OK_OR_RETURN(layer.Forward(dx_in.get(), y.get(), nullptr));
+    FP8D_EXPECT_OK_OR_RETURN(layer.Backward(ddy.get(), dx_in.get(), dx.get(), dw.get(), nullptr));
+
+    const std::vector<__nv_bfloat16> got_y = y.Download();
+    if (y_out != nullptr) *y_out = got_y;
+    EXPECT_TRUE(AllClose(ToFloat(got_y), want_y, kBf16OutRelTol, kBf16OutAbsFraction)) << "Y";
+    EXPECT_TRUE(AllClose(ToFloat(dx.Download()), want_dx, kBf16OutRelTol, kBf16OutAbsFraction))
+        << "dX";
+    EXPECT_TRUE(AllClose(Minus(dw.Download(), dw0), Minus(want_dw, dw0), kDwRelTol,
+                         kDwAbsFraction))
+        << "dW - dW0";
+    const std::vector<Fp8CastStats> got_stats = stats.Download();
+    ExpectStatsEqual(got_stats[kFp8Input], want_stats.input, "input");
+    if (weight_stats) ExpectStatsEqual(got_stats[kFp8Weight], want_stats.weight, "weight");
+    ExpectStatsEqual(got_stats[kFp8GradOutput], want_stats.grad_output, "grad_output");
+  }
+
   // One micro-batch (forward + backward) on the GPU and on the CPU; compares Y, dX, dW and the
   // three tensors' stats.
   void CheckOneStep(const GemmShape& s, const Case& c, uint64_t seed) {
     SCOPED_TRACE(::testing::Message() << c.name << " m=" << s.m << " n=" << s.n << " k=" << s.k);
     const HostLayer h = MakeLayer(s, c.options.grad_format, seed);
-    const int m = static_cast<int>(s.m), n = static_cast<int>(s.n), k = static_cast<int>(s.k);
-
-    const ref::Fp8LinearQuant quant = RefQuant(c.options, h.scales);
-    ref::Fp8LinearStats want_stats;
-    std::vector<float> want_y(static_cast<size_t>(m) * n), want_dx(static_cast<size_t>(m) * k);
-    std::vector<float> want_dw = h.dw0;
-    ref::Fp8LinearForward(h.x[0].data(), h.w.data(), want_y.data(), m, k, n, quant, &want_stats);
-    ref::Fp8LinearBackward(h.dy[0].data(), h.x[0].data(), h.w.data(), want_dx.data(),
-                           want_dw.data(), m, k, n, quant, &want_stats);
-
     DeviceBuffer<float> scales(std::vector<float>{h.scales.input, h.scales.weight,
                                                   h.scales.grad_output});
     DeviceBuffer<uint8_t> workspace(Fp8Linear::WorkspaceBytes(s, c.options));
@@ -221,25 +249,12 @@ class GpuFp8LinearTest : public ::fp8d::testing::GpuTest<> {
                                    {scales.get(), scales.get() + 1, scales.get() + 2},
                                    workspace.get(), workspace.size(), stats.get());
     ASSERT_TRUE(layer.ok()) << layer.status();
-
-    DeviceBuffer<__nv_bfloat16> w(ToBf16(h.w)), x(ToBf16(h.x[0])), dy(ToBf16(h.dy[0]));
-    DeviceBuffer<__nv_bfloat16> y(static_cast<size_t>(m) * n), dx(static_cast<size_t>(m) * k);
+    DeviceBuffer<__nv_bfloat16> w(ToBf16(h.w));
     DeviceBuffer<float> dw(h.dw0);
+    std::vector<float> want_dw = h.dw0;
     layer->CastWeights(w.get(), nullptr);
-    FP8D_EXPECT_OK_OR_RETURN(layer->Forward(x.get(), y.get(), nullptr));
-    FP8D_EXPECT_OK_OR_RETURN(layer->Backward(dy.get(), x.get(), dx.get(), dw.get(), nullptr));
-
-    EXPECT_TRUE(AllClose(ToFloat(y.Download()), want_y, kBf16OutRelTol, kBf16OutAbsFraction))
-        << "Y";
-    EXPECT_TRUE(AllClose(ToFloat(dx.Download()), want_dx, kBf16OutRelTol, kBf16OutAbsFraction))
-        << "dX";
-    EXPECT_TRUE(AllClose(Minus(dw.Download(), h.dw0), Minus(want_dw, h.dw0), kDwRelTol,
-                         kDwAbsFraction))
-        << "dW - dW0";
-    const std::vector<Fp8CastStats> got_stats = stats.Download();
-    ExpectStatsEqual(got_stats[kFp8Input], want_stats.input, "input");
-    ExpectStatsEqual(got_stats[kFp8Weight], want_stats.weight, "weight");
-    ExpectStatsEqual(got_stats[kFp8GradOutput], want_stats.grad_output, "grad_output");
+    CheckMicroBatch(*layer, RefQuant(c.options, h.scales), h.w, h.x[0], h.dy[0], h.dw0, dw,
+                    want_dw, stats, /*weight_stats=*/true);
   }
 
   void CheckShapes(const Case& c, const std::vector<GemmShape>& shapes, uint64_t seed) {
@@ -321,7 +336,7 @@ TEST_F(GpuFp8LinearTest, CachedWeightsServeTwoMicroBatchesAndDwAccumulates) {
                         MakeCase(Fp8LinearScaling::kRowwise, Fp8Format::kE4M3),
                         MakeCase(Fp8LinearScaling::kBlock1x128, Fp8Format::kE4M3)};
   const GemmShape s{128, 256, 384};
-  const int m = static_cast<int>(s.m), n = static_cast<int>(s.n), k = static_cast<int>(s.k);
+  const int m = static_cast<int>(s.m), n = static_cast<int>(s.n);
   uint64_t seed = 9000;
   for (const Case& c : cases) {
     SCOPED_TRACE(c.name);
@@ -345,30 +360,8 @@ TEST_F(GpuFp8LinearTest, CachedWeightsServeTwoMicroBatchesAndDwAccumulates) {
     std::vector<__nv_bfloat16> first_y;
     for (int b = 0; b < 2; ++b) {
       SCOPED_TRACE(::testing::Message() << "micro-batch " << b);
-      ref::Fp8LinearStats want_stats;
-      std::vector<float> want_y(static_cast<size_t>(m) * n), want_dx(static_cast<size_t>(m) * k);
-      ref::Fp8LinearForward(h.x[b].data(), h.w.data(), want_y.data(), m, k, n, quant,
-                            &want_stats);
-      ref::Fp8LinearBackward(h.dy[b].data(), h.x[b].data(), h.w.data(), want_dx.data(),
-                             want_dw.data(), m, k, n, quant, &want_stats);
-
-      DeviceBuffer<__nv_bfloat16> x(ToBf16(h.x[b])), dy(ToBf16(h.dy[b]));
-      DeviceBuffer<__nv_bfloat16> y(static_cast<size_t>(m) * n), dx(static_cast<size_t>(m) * k);
-      FP8D_EXPECT_OK_OR_RETURN(layer->Forward(x.get(), y.get(), nullptr));
-      FP8D_EXPECT_OK_OR_RETURN(layer->Backward(dy.get(), x.get(), dx.get(), dw.get(), nullptr));
-      const std::vector<__nv_bfloat16> got_y = y.Download();
-      if (b == 0) first_y = got_y;
-      EXPECT_TRUE(AllClose(ToFloat(got_y), want_y, kBf16OutRelTol, kBf16OutAbsFraction)) << "Y";
-      EXPECT_TRUE(AllClose(ToFloat(dx.Download()), want_dx, kBf16OutRelTol,
-                           kBf16OutAbsFraction))
-          << "dX";
-      EXPECT_TRUE(AllClose(Minus(dw.Download(), h.dw0), Minus(want_dw, h.dw0), kDwRelTol,
-                           kDwAbsFraction))
-          << "dW - dW0";
-      const std::vector<Fp8CastStats> got_stats = stats.Download();
-      ExpectStatsEqual(got_stats[kFp8Input], want_stats.input, "input");
-      ExpectStatsEqual(got_stats[kFp8Weight], want_stats.weight, "weight");
-      ExpectStatsEqual(got_stats[kFp8GradOutput], want_stats.grad_output, "grad_output");
+      CheckMicroBatch(*layer, quant, h.w, h.x[b], h.dy[b], h.dw0, dw, want_dw, stats,
+                      /*weight_stats=*/true, b == 0 ? &first_y : nullptr);
     }
 
     DeviceBuffer<__nv_bfloat16> x0(ToBf16(h.x[0]));
@@ -413,33 +406,13 @@ TEST_F(GpuFp8LinearTest, FewerRowsThanCreatedMatchTheReferenceOnTheCachedWeights
       SCOPED_TRACE(::testing::Message() << "m=" << m);
       ASSERT_TRUE(layer->SetRows(m).ok());
       EXPECT_EQ(layer->shape().m, m);
-      // The first m rows of the created-size operands.
+      // The first m rows of the created-size operands; a fresh dW each time.
       const std::vector<float> x(h.x[0].begin(), h.x[0].begin() + static_cast<size_t>(m) * k);
       const std::vector<float> dy(h.dy[0].begin(), h.dy[0].begin() + static_cast<size_t>(m) * n);
-      ref::Fp8LinearStats want_stats;
-      std::vector<float> want_y(static_cast<size_t>(m) * n), want_dx(static_cast<size_t>(m) * k);
-      std::vector<float> want_dw = h.dw0;
-      ref::Fp8LinearForward(x.data(), h.w.data(), want_y.data(), m, k, n, quant, &want_stats);
-      ref::Fp8LinearBackward(dy.data(), x.data(), h.w.data(), want_dx.data(), want_dw.data(), m,
-                             k, n, quant, &want_stats);
-
-      DeviceBuffer<__nv_bfloat16> dx_in(ToBf16(x)), ddy(ToBf16(dy));
-      DeviceBuffer<__nv_bfloat16> y(static_cast<size_t>(m) * n), dx(static_cast<size_t>(m) * k);
       DeviceBuffer<float> dw(h.dw0);
-      FP8D_EXPECT_OK_OR_RETURN(layer->Forward(dx_in.get(), y.get(), nullptr));
-      FP8D_EXPECT_OK_OR_RETURN(
-          layer->Backward(ddy.get(), dx_in.get(), dx.get(), dw.get(), nullptr));
-      EXPECT_TRUE(AllClose(ToFloat(y.Download()), want_y, kBf16OutRelTol, kBf16OutAbsFraction))
-          << "Y";
-      EXPECT_TRUE(AllClose(ToFloat(dx.Download()), want_dx, kBf16OutRelTol,
-                           kBf16OutAbsFraction))
-          << "dX";
-      EXPECT_TRUE(AllClose(Minus(dw.Download(), h.dw0), Minus(want_dw, h.dw0), kDwRelTol,
-                           kDwAbsFraction))
-          << "dW - dW0";
-      const std::vector<Fp8CastStats> got_stats = stats.Download();
-      ExpectStatsEqual(got_stats[kFp8Input], want_stats.input, "input");
-      ExpectStatsEqual(got_stats[kFp8GradOutput], want_stats.grad_output, "grad_output");
+      std::vector<float> want_dw = h.dw0;
+      CheckMicroBatch(*layer, quant, h.w, x, dy, h.dw0, dw, want_dw, stats,
+                      /*weight_stats=*/false);
     }
   }
 }
