@@ -279,9 +279,10 @@ class GraphBuilder {
 struct CudnnAttention::Plan {
   Desc plan = nullptr;        // null when cuDNN refused the shape; `error` says why
   absl::Status error;
-  size_t plan_workspace = 0;  // cuDNN's own
-  size_t row_sum_bytes = 0;   // backward only: rowsum(dO * O), FP32 [b, h, s]
-  size_t dq_accum_bytes = 0;  // backward only: FP32 dQ [b, h, s, d]
+  int batch_chunk = 0;        // sequences per execution; the graph is built for this batch
+  size_t plan_workspace = 0;  // cuDNN's own (for the backward it holds dS of one chunk)
+  size_t row_sum_bytes = 0;   // backward only: rowsum(dO * O), FP32 [chunk, h, s]
+  size_t dq_accum_bytes = 0;  // backward with BackwardDq::kAtomicAccumulator: FP32 dQ
   std::string engine;         // which cuDNN engine runs the plan
   size_t total() const {
     return AlignUp(plan_workspace) + AlignUp(row_sum_bytes) + AlignUp(dq_accum_bytes);
@@ -291,17 +292,21 @@ struct CudnnAttention::Plan {
   }
 };
 
-absl::StatusOr<std::unique_ptr<CudnnAttention>> CudnnAttention::Create(cudaStream_t stream) {
+absl::StatusOr<std::unique_ptr<CudnnAttention>> CudnnAttention::Create(
+    cudaStream_t stream, size_t ds_workspace_limit_bytes, BackwardDq dq) {
   cudnnHandle_t handle = nullptr;
   const cudnnStatus_t s = cudnnCreate(&handle);
   if (s != CUDNN_STATUS_SUCCESS) {
     return absl::FailedPreconditionError(absl::StrCat("cudnnCreate failed: ", CudnnMessage(s)));
   }
   cudnnSetStream(handle, stream);
-  return std::unique_ptr<CudnnAttention>(new CudnnAttention(handle));
+  return std::unique_ptr<CudnnAttention>(
+      new CudnnAttention(handle, ds_workspace_limit_bytes, dq));
 }
 
-CudnnAttention::CudnnAttention(cudnnHandle_t handle) : handle_(handle) {}
+CudnnAttention::CudnnAttention(cudnnHandle_t handle, size_t ds_workspace_limit_bytes,
+                               BackwardDq dq)
+    : handle_(handle), ds_budget_bytes_(ds_workspace_limit_bytes), dq_(dq) {}
 
 CudnnAttention::~CudnnAttention() {
   plans_.clear();
@@ -312,7 +317,8 @@ CudnnAttention::~CudnnAttention() {
 // frontend keeps it FP32, and some engines want both matmul operands in the I/O type, so the
 // first attempt follows the frontend and the second rounds.
 static absl::StatusOr<std::unique_ptr<CudnnAttention::Plan>> BuildAttentionPlan(
-    cudnnHandle_t handle, const AttentionDims& d, bool backward, bool ds_bf16) {
+    cudnnHandle_t handle, const AttentionDims& d, bool backward, bool ds_bf16,
+    CudnnAttention::BackwardDq dq_mode) {
   const int64_t b = d.batch, s = d.seq_len, h = d.n_head, hk = d.n_kv_head, hd = d.head_dim;
   const int64_t qs = d.qkv_stride;
   GraphBuilder g(handle);
@@ -365,9 +371,7 @@ static absl::StatusOr<std::unique_ptr<CudnnAttention::Plan>> BuildAttentionPlan(
     Desc dk = g.Tensor(bf16, {b, hk, s, hd}, qkv_rows, kDK);
     Desc dv = g.Tensor(bf16, {b, hk, s, hd}, qkv_rows, kDV);
     Desc row_sum = g.Tensor(f32, stats, stats_strides, kRowSum);
-    Desc dq_accum = g.Tensor(f32, {b, h, s, hd}, {h * s * hd, s * hd, hd, 1}, kDQAccum);
     plan->row_sum_bytes = static_cast<size_t>(b * h * s) * sizeof(float);
-    plan->dq_accum_bytes = static_cast<size_t>(b * h * s * hd) * sizeof(float);
 
     // rowsum(dO * O), the softmax backward's correction term. The sum must be a virtual tensor
     // whose product with the dropout scale (1 here) is the stored one, as in cudnn-frontend:
@@ -415,11 +419,22 @@ static absl::StatusOr<std::unique_ptr<CudnnAttention::Plan>> BuildAttentionPlan(
       g.Matmul(dst, q, dk_full);
       g.Reduction(CUDNN_REDUCE_TENSOR_ADD, dk_full, dk);
     }
-    // dQ = dS K, accumulated in FP32 then converted.
+    // dQ = dS K straight into dQ. With an FP32 dQ accumulator in the graph instead, cuDNN's
+    // fused engine adds each key block's dS K into it with atomics in whatever order the blocks
+    // finish: two runs of the 124m preset (B16 x T1024) drifted apart from the third step on an
+    // H200 (2026-12-04). Without the accumulator the engine keeps dS in its workspace and
+    // computes dQ in a separate, ordered pass (cudnn-frontend builds this form when asked for a
+    // deterministic backward on Hopper), so the workspace grows by chunk x h x s^2 BF16 values.
     Desc k = g.Tensor(bf16, {b, hk, s, hd}, qkv_rows);
     g.Reshape(kt, k);
-    g.Matmul(ds, k, dq_accum);
-    g.Pointwise(CUDNN_POINTWISE_IDENTITY, dq_accum, nullptr, dq);
+    if (dq_mode == CudnnAttention::BackwardDq::kOrdered) {
+      g.Matmul(ds, k, dq);
+    } else {
+      Desc dq_accum = g.Tensor(f32, {b, h, s, hd}, {h * s * hd, s * hd, hd, 1}, kDQAccum);
+      plan->dq_accum_bytes = static_cast<size_t>(b * h * s * hd) * sizeof(float);
+      g.Matmul(ds, k, dq_accum);
+      g.Pointwise(CUDNN_POINTWISE_IDENTITY, dq_accum, nullptr, dq);
+    }
   }
   int64_t ws = 0;
   absl::StatusOr<Desc> built = g.BuildPlan(&ws, &plan->engine);
@@ -427,6 +442,19 @@ static absl::StatusOr<std::unique_ptr<CudnnAttention::Plan>> BuildAttentionPlan(
   plan->plan = *built;
   plan->plan_workspace = static_cast<size_t>(ws);
   return plan;
+}
+
+// BF16 dS values of `chunk` sequences, as cuDNN pads them (to 64 x 64 tiles) in its workspace.
+static size_t DsWorkspaceBytes(const AttentionDims& d, int chunk) {
+  const size_t s = (static_cast<size_t>(d.seq_len) + 63) / 64 * 64;
+  return static_cast<size_t>(chunk) * static_cast<size_t>(d.n_head) * s * s * 2;
+}
+
+int CudnnAttention::BackwardBatchChunk(const AttentionDims& d) const {
+  for (int c = d.batch; c > 1; --c) {
+    if (d.batch % c == 0 && DsWorkspaceBytes(d, c) <= ds_budget_bytes_) return c;
+  }
+  return 1;
 }
 
 absl::StatusOr<CudnnAttention::Plan*> CudnnAttention::GetPlan(const AttentionDims& d,
@@ -438,11 +466,17 @@ absl::StatusOr<CudnnAttention::Plan*> CudnnAttention::GetPlan(const AttentionDim
     if (it->second->plan == nullptr) return it->second->error;
     return it->second.get();
   }
+  // The backward runs `chunk` sequences at a time so that dS in cuDNN's workspace stays within
+  // the budget; sequences are independent, so the chunks compute what one call would.
+  AttentionDims graph_dims = d;
+  if (backward && dq_ == BackwardDq::kOrdered) graph_dims.batch = BackwardBatchChunk(d);
   std::string errors;
   for (const bool ds_bf16 : backward ? std::vector<bool>{false, true} : std::vector<bool>{false}) {
-    absl::StatusOr<std::unique_ptr<Plan>> plan = BuildAttentionPlan(handle_, d, backward, ds_bf16);
+    absl::StatusOr<std::unique_ptr<Plan>> plan =
+        BuildAttentionPlan(handle_, graph_dims, backward, ds_bf16, dq_);
     if (plan.ok()) {
       Plan* raw = plan->get();
+      raw->batch_chunk = graph_dims.batch;
       plans_.emplace(key, std::move(*plan));
       return raw;
     }
@@ -458,6 +492,9 @@ absl::StatusOr<CudnnAttention::Plan*> CudnnAttention::GetPlan(const AttentionDim
 }
 
 absl::StatusOr<size_t> CudnnAttention::Prepare(const AttentionDims& dims) {
+  // Smaller shapes later must fit the workspace planned here: their chunks may hold at most as
+  // many dS bytes as this shape's.
+  ds_budget_bytes_ = DsWorkspaceBytes(dims, BackwardBatchChunk(dims));
   absl::StatusOr<Plan*> fwd = GetPlan(dims, false);
   if (!fwd.ok()) return fwd.status();
   absl::StatusOr<Plan*> bwd = GetPlan(dims, true);
@@ -530,28 +567,49 @@ absl::Status CudnnAttention::Backward(__nv_bfloat16* dq, __nv_bfloat16* dk, __nv
   char* base = static_cast<char*>(workspace);
   char* row_sum = base + AlignUp(p.plan_workspace);
   char* dq_accum = row_sum + AlignUp(p.row_sum_bytes);
-  cudaStream_t stream = nullptr;
-  cudnnGetStream(handle_, &stream);
-  // The dQ accumulator is summed into over key blocks.
-  if (cudaMemsetAsync(dq_accum, 0, p.dq_accum_bytes, stream) != cudaSuccess) {
-    return absl::InternalError("cudaMemsetAsync of the dQ accumulator failed");
+  if (p.dq_accum_bytes > 0) {
+    cudaStream_t stream = nullptr;
+    cudnnGetStream(handle_, &stream);
+    if (cudaMemsetAsync(dq_accum, 0, p.dq_accum_bytes, stream) != cudaSuccess) {
+      return absl::InternalError("cudaMemsetAsync of the dQ accumulator failed");
+    }
   }
   float scale = 1.f / std::sqrt(static_cast<float>(dims.head_dim));
   float neg_inf = -std::numeric_limits<float>::infinity();
   float one = 1.f;
-  return Execute(
-      handle_, p.plan,
-      {kQ, kK, kV, kO, kLse, kScale, kNegInf, kDO, kDQ, kDK, kDV, kRowSum, kDQAccum, kOne},
-      {const_cast<__nv_bfloat16*>(q), const_cast<__nv_bfloat16*>(k),
-       const_cast<__nv_bfloat16*>(v), const_cast<__nv_bfloat16*>(out), const_cast<float*>(lse),
-       &scale, &neg_inf, const_cast<__nv_bfloat16*>(dout), dq, dk, dv, row_sum, dq_accum, &one},
-      base);
+  // Offsets of one chunk of sequences: QKV-layout rows, output rows, [b, h, s] statistics.
+  const int64_t chunk = p.batch_chunk;
+  const int64_t qkv_step = chunk * dims.seq_len * dims.qkv_stride;
+  const int64_t out_step = chunk * dims.seq_len * int64_t{dims.n_head} * dims.head_dim;
+  const int64_t lse_step = chunk * dims.n_head * int64_t{dims.seq_len};
+  for (int64_t c = 0; c < dims.batch / chunk; ++c) {
+    const int64_t qo = c * qkv_step, oo = c * out_step, lo = c * lse_step;
+    std::vector<int64_t> uids = {kQ,  kK,  kV,  kO,  kLse,    kScale, kNegInf,
+                                 kDO, kDQ, kDK, kDV, kRowSum, kOne};
+    std::vector<void*> ptrs = {
+        const_cast<__nv_bfloat16*>(q + qo),    const_cast<__nv_bfloat16*>(k + qo),
+        const_cast<__nv_bfloat16*>(v + qo),    const_cast<__nv_bfloat16*>(out + oo),
+        const_cast<float*>(lse + lo),          &scale,
+        &neg_inf,                              const_cast<__nv_bfloat16*>(dout + oo),
+        dq + qo,                               dk + qo,
+        dv + qo,                               row_sum,
+        &one};
+    if (p.dq_accum_bytes > 0) {
+      uids.push_back(kDQAccum);
+      ptrs.push_back(dq_accum);
+    }
+    absl::Status s = Execute(handle_, p.plan, uids, ptrs, base);
+    if (!s.ok()) return s;
+  }
+  return absl::OkStatus();
 }
 
 std::string CudnnAttention::PlanDescription(const AttentionDims& dims, bool backward) {
   absl::StatusOr<Plan*> plan = GetPlan(dims, backward);
   if (!plan.ok()) return std::string(plan.status().message());
-  return (*plan)->engine;
+  const Plan& p = **plan;
+  return absl::StrCat(p.engine, ", ", p.batch_chunk, " of ", dims.batch, " sequences a call, ",
+                      p.total() >> 20, " MiB workspace");
 }
 
 }  // namespace fp8d::kernels

@@ -8,10 +8,16 @@
 //   forward:  S = Q K^T * scale; causal select; M = max S; E = exp(S - M); Z = sum E;
 //             LSE = M + log Z; O = (E / Z) V
 //   backward: P = exp(S - LSE); dV = P^T dO; dP = dO V^T; dS = P (dP - rowsum(dO * O)) * scale;
-//             dK = dS^T Q; dQ = dS K (accumulated in FP32, then converted)
+//             dK = dS^T Q; dQ = dS K
 // with GQA expressed by K/V having fewer heads than Q. Graphs and execution plans are built
-// once per shape and cached (keyed by AttentionGraphKey). Engine configurations that cuDNN marks
-// non-deterministic are skipped, so training stays bit-reproducible.
+// once per shape and cached (keyed by AttentionGraphKey).
+//
+// Both are deterministic: engine configurations that cuDNN marks non-deterministic are skipped,
+// and the backward graph has no FP32 dQ accumulator (which the fused engine fills with atomics in
+// completion order). Instead cuDNN keeps dS in its workspace, h x s^2 BF16 values per sequence,
+// so the backward runs a few sequences per call: as many as fit `ds_workspace_limit_bytes`.
+// BackwardDq::kAtomicAccumulator builds the accumulator form, which is not reproducible; it
+// exists to measure what determinism costs (fp8d-bench --attention cudnn-atomic-dq).
 #pragma once
 
 #include <cudnn.h>
@@ -42,15 +48,22 @@ struct AttentionGraphKey {
 
 class CudnnAttention {
  public:
+  // How the backward forms dQ = dS K (see the top of this file).
+  enum class BackwardDq { kOrdered, kAtomicAccumulator };
+
   // A cuDNN handle bound to `stream`. FAILED_PRECONDITION when cuDNN cannot be loaded.
-  static absl::StatusOr<std::unique_ptr<CudnnAttention>> Create(cudaStream_t stream);
+  // `ds_workspace_limit_bytes` bounds the backward's dS workspace (at least one sequence's).
+  static absl::StatusOr<std::unique_ptr<CudnnAttention>> Create(
+      cudaStream_t stream, size_t ds_workspace_limit_bytes = kDefaultDsWorkspaceLimitBytes,
+      BackwardDq dq = BackwardDq::kOrdered);
+  static constexpr size_t kDefaultDsWorkspaceLimitBytes = size_t{512} << 20;
   ~CudnnAttention();
   CudnnAttention(const CudnnAttention&) = delete;
   CudnnAttention& operator=(const CudnnAttention&) = delete;
 
-  // Builds (or finds) the forward and backward plans for `dims` and returns the workspace the
-  // larger of them needs, including the FP32 scratch of the backward (rowsum(dO * O) and the dQ
-  // accumulator). FAILED_PRECONDITION with cuDNN's reasons when no deterministic engine runs the
+  // Builds (or finds) the forward and backward plans for `dims`, the largest shape that will
+  // run, and returns the workspace the larger of them needs, including the backward's FP32
+  // rowsum(dO * O). Later shapes run within that workspace. FAILED_PRECONDITION with cuDNN's reasons when no deterministic engine runs the
   // forward graph. A backward cuDNN refuses does not fail Prepare (the forward is still usable);
   // BackwardStatus says whether it is available.
   absl::StatusOr<size_t> Prepare(const AttentionDims& dims);
@@ -75,10 +88,14 @@ class CudnnAttention {
   struct Plan;
 
  private:
-  explicit CudnnAttention(cudnnHandle_t handle);
+  CudnnAttention(cudnnHandle_t handle, size_t ds_workspace_limit_bytes, BackwardDq dq);
   absl::StatusOr<Plan*> GetPlan(const AttentionDims& dims, bool backward);
+  // Sequences per backward call: the largest divisor of dims.batch whose dS fits the budget.
+  int BackwardBatchChunk(const AttentionDims& dims) const;
 
   cudnnHandle_t handle_;
+  size_t ds_budget_bytes_;
+  BackwardDq dq_;
   std::map<AttentionGraphKey, std::unique_ptr<Plan>> plans_;
 };
 

@@ -46,6 +46,10 @@ struct CudaEngineOptions {
   // With kCudnn, the backward runs through cuDNN too (checked against the CPU reference by
   // tests/gpu/attention_test.cu); false keeps it on the reference kernel.
   bool cudnn_attention_backward = true;
+  // The cuDNN backward's dS workspace bound (CudnnAttention::Create) and, for measuring what
+  // determinism costs only, the non-reproducible form of its dQ product.
+  size_t attention_ds_workspace_limit_bytes = CudnnAttention::kDefaultDsWorkspaceLimitBytes;
+  CudnnAttention::BackwardDq attention_backward_dq = CudnnAttention::BackwardDq::kOrdered;
   // Under delayed scaling, RMSNorm and SwiGLU write their FP8-layer outputs (and SwiGLU's
   // backward the MLP-up projection's dY) straight in FP8 (kernels/fp8_fused.cuh) instead of a
   // BF16 tensor cast afterwards. Same bytes either way; false runs the unfused kernels.

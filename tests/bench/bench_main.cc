@@ -4,7 +4,7 @@
 // Model FLOPs per token are ModelConfig::TrainFlopsPerToken: 6N over the matmul parameters
 // (every Linear plus the LM head) plus causal attention, 6 * L * T * d_model (forward QK^T and
 // PV, backward twice that, halved by the causal mask). MFU divides by the dense BF16 peak of
-// the GPU (989 TFLOP/s for H100 SXM).
+// the GPU (989 TFLOP/s for the H100 and H200 SXM).
 //
 //   fp8d-bench                       # 124m B16xT1024 and 1b B8xT2048, BF16
 //   fp8d-bench --recipe bf16,delayed,current,rowwise,blockwise   # each recipe in turn
@@ -19,6 +19,11 @@
 //   fp8d-bench --attention cudnn       # cuDNN flash attention forward and backward (default)
 //   fp8d-bench --attention cudnn-fwd   # cuDNN forward, reference-kernel backward
 //   fp8d-bench --attention reference   # the simple attention kernel for both
+//   fp8d-bench --attention cudnn-atomic-dq  # cuDNN backward with an atomically summed dQ:
+//                                           # not reproducible, only to measure what the
+//                                           # ordered dQ costs
+//   fp8d-bench --ds-workspace-mib 256  # bound on the cuDNN backward's dS workspace
+//   fp8d-bench --repeat 2              # each case twice: are the losses bit-identical?
 #include <cuda_runtime.h>
 
 #include <chrono>
@@ -83,12 +88,21 @@ absl::StatusOr<std::vector<fp8d::RecipeConfig>> ParseRecipes(const std::string& 
 const char* AttentionLabel(const fp8d::kernels::CudaEngine& e,
                            const fp8d::kernels::CudaEngineOptions& options) {
   if (e.attention_backend() != fp8d::kernels::AttentionBackend::kCudnn) return "reference";
-  if (options.cudnn_attention_backward && e.attention_note().empty()) return "cudnn-fwd+bwd";
+  if (options.cudnn_attention_backward && e.attention_note().empty()) {
+    return options.attention_backward_dq == fp8d::kernels::CudnnAttention::BackwardDq::kOrdered
+               ? "cudnn-fwd+bwd"
+               : "cudnn-fwd+bwd-atomic-dq";
+  }
   return "cudnn-fwd+reference-bwd";
 }
 
+// Every step's loss and gradient norm, to compare repeated runs bit for bit.
+struct RunTrace {
+  std::vector<float> loss, grad_norm;
+};
+
 int RunCase(const BenchCase& c, const fp8d::RecipeConfig& recipe, int steps, int warmup,
-            fp8d::kernels::CudaEngineOptions options, bool gemm_timing) {
+            fp8d::kernels::CudaEngineOptions options, bool gemm_timing, RunTrace* trace) {
   fp8d::v1::ModelConfig proto;
   proto.set_preset(c.model);
   absl::StatusOr<fp8d::ModelConfig> model = fp8d::ResolveModelConfig(proto);
@@ -135,6 +149,8 @@ int RunCase(const BenchCase& c, const fp8d::RecipeConfig& recipe, int steps, int
     }
     if (s == 0) first_loss = r->loss;
     last_loss = r->loss;
+    trace->loss.push_back(r->loss);
+    trace->grad_norm.push_back(r->grad_norm);
   }
   cudaDeviceSynchronize();  // TrainStep returns before the optimizer kernels finish
   const double secs = std::chrono::duration<double>(std::chrono::steady_clock::now() - t0).count();
@@ -181,7 +197,7 @@ int RunCase(const BenchCase& c, const fp8d::RecipeConfig& recipe, int steps, int
 int main(int argc, char** argv) {
   std::vector<BenchCase> cases;
   BenchCase one{"", 0, 0};
-  int steps = 20, warmup = 5;
+  int steps = 20, warmup = 5, repeat = 1;
   bool gemm_timing = false;
   fp8d::v1::LayerPolicy policy;
   std::string recipe_list = "bf16";
@@ -208,25 +224,36 @@ int main(int argc, char** argv) {
     else if (!std::strcmp(argv[i], "--skip-attention-qk")) policy.set_skip_attention_qk(true);
     else if (!std::strcmp(argv[i], "--attention")) {
       const std::string a = next("--attention");
-      if (a != "cudnn" && a != "cudnn-fwd" && a != "reference") {
-        std::fprintf(stderr, "--attention must be cudnn, cudnn-fwd or reference\n");
+      if (a != "cudnn" && a != "cudnn-fwd" && a != "reference" && a != "cudnn-atomic-dq") {
+        std::fprintf(stderr,
+                     "--attention must be cudnn, cudnn-fwd, reference or cudnn-atomic-dq\n");
         return 2;
       }
       options.attention = a == "reference" ? fp8d::kernels::AttentionBackend::kReference
                                            : fp8d::kernels::AttentionBackend::kCudnn;
-      options.cudnn_attention_backward = a == "cudnn";
+      options.cudnn_attention_backward = a == "cudnn" || a == "cudnn-atomic-dq";
+      if (a == "cudnn-atomic-dq") {
+        options.attention_backward_dq =
+            fp8d::kernels::CudnnAttention::BackwardDq::kAtomicAccumulator;
+      }
     }
+    else if (!std::strcmp(argv[i], "--ds-workspace-mib")) {
+      options.attention_ds_workspace_limit_bytes =
+          static_cast<size_t>(std::atol(next("--ds-workspace-mib"))) << 20;
+    }
+    else if (!std::strcmp(argv[i], "--repeat")) repeat = std::atoi(next("--repeat"));
     else {
       std::fprintf(stderr,
                    "usage: fp8d-bench [--model NAME --batch B --seq T] [--steps N] [--warmup N] "
                    "[--recipe NAME[,NAME...]] [--min-gemm-dim N] [--fp8-lm-head] "
                    "[--skip-attention-qk] [--unfused] [--gemm-timing] "
-                   "[--attention cudnn|cudnn-fwd|reference]\n");
+                   "[--attention cudnn|cudnn-fwd|reference|cudnn-atomic-dq] "
+                   "[--ds-workspace-mib N] [--repeat N]\n");
       return 2;
     }
   }
-  if (steps < 1 || warmup < 0) {
-    std::fprintf(stderr, "--steps must be >= 1 and --warmup >= 0\n");
+  if (steps < 1 || warmup < 0 || repeat < 1) {
+    std::fprintf(stderr, "--steps and --repeat must be >= 1 and --warmup >= 0\n");
     return 2;
   }
   if (!one.model.empty()) {
@@ -247,7 +274,30 @@ int main(int argc, char** argv) {
   int rc = 0;
   for (const BenchCase& c : cases) {
     for (const fp8d::RecipeConfig& r : *recipes) {
-      rc |= RunCase(c, r, steps, warmup, options, gemm_timing);
+      RunTrace first;
+      for (int k = 0; k < repeat; ++k) {
+        RunTrace trace;
+        rc |= RunCase(c, r, steps, warmup, options, gemm_timing, &trace);
+        if (k == 0) {
+          first = trace;
+          continue;
+        }
+        size_t differ = 0;
+        while (differ < trace.loss.size() && differ < first.loss.size() &&
+               trace.loss[differ] == first.loss[differ] &&
+               trace.grad_norm[differ] == first.grad_norm[differ]) {
+          ++differ;
+        }
+        if (differ == trace.loss.size() && differ == first.loss.size()) {
+          std::printf("  repeat %d: losses and grad norms of all %zu steps bit-identical to run 1\n",
+                      k + 1, differ);
+        } else {
+          std::printf("  repeat %d: DIFFERS from run 1 at step %zu (loss %.6f vs %.6f)\n", k + 1,
+                      differ, differ < trace.loss.size() ? trace.loss[differ] : 0.f,
+                      differ < first.loss.size() ? first.loss[differ] : 0.f);
+          rc |= 1;
+        }
+      }
     }
   }
   return rc;
