@@ -3,6 +3,7 @@
 #include <algorithm>
 #include <cmath>
 #include <limits>
+#include <vector>
 
 #include "absl/base/internal/raw_logging.h"
 #include "core/fp8_format.h"
@@ -81,8 +82,20 @@ float Amax(absl::Span<const float> x) {
 QuantStats QuantizeDequantize(absl::Span<const float> in, absl::Span<float> out, Fp8Format format,
                               float scale) {
   ABSL_RAW_CHECK(in.size() == out.size(), "quantize: input and output sizes differ");
+  // Chunks run on several threads. Each element's result is its own; the statistics are a
+  // NaN-sticky max and integer counts, which merge to the same values in any order.
+  constexpr int64_t kChunk = int64_t{1} << 16;
+  const int64_t n = static_cast<int64_t>(in.size());
+  const int64_t chunks = (n + kChunk - 1) / kChunk;
+  std::vector<QuantStats> partial(static_cast<size_t>(std::max<int64_t>(chunks, 1)));
+#pragma omp parallel for schedule(static) if (chunks > 1)
+  for (int64_t c = 0; c < chunks; ++c) {
+    const int64_t first = c * kChunk;
+    QuantizeRun(in.data() + first, out.data() + first, std::min(kChunk, n - first), format, scale,
+                &partial[static_cast<size_t>(c)]);
+  }
   QuantStats stats;
-  QuantizeRun(in.data(), out.data(), static_cast<int64_t>(in.size()), format, scale, &stats);
+  for (const QuantStats& p : partial) stats.Merge(p);
   return stats;
 }
 
