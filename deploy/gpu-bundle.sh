@@ -2,8 +2,8 @@
 # Builds the GPU binaries for Hopper (sm_90a) and packs them into bundle/: stripped binaries
 # plus every shared library they need that the GPU machine lacks (gRPC, protobuf, abseil,
 # spdlog, ...). glibc, libstdc++, libgcc and the CUDA, cuBLAS, cuDNN and NCCL libraries are
-# left out: the GPU machine has them (see shared/GPU.md). bundle/run-gpu-suite.sh runs the GPU
-# tests and the benchmark there and writes logs to $OUT (or bundle/logs).
+# left out: the GPU machine has them. bundle/run-gpu-suite.sh (deploy/run-gpu-suite.sh) runs
+# the GPU suite there, in a default and a long tier, and writes logs to $OUT (or bundle/logs).
 #
 #   deploy/gpu-bundle.sh                  # build into build-gpu/, pack bundle/
 #   BUILD_DIR=build-cuda deploy/gpu-bundle.sh
@@ -87,64 +87,7 @@ if [ "$text_bytes" -lt $((2 * 1024 * 1024)) ] || [ "$text_bytes" -ge $((MAX_TEXT
   exit 1
 fi
 
-cat > "$BUNDLE/run-gpu-suite.sh" <<'SUITE'
-#!/usr/bin/env bash
-# Runs on the GPU machine: GPU tests, then the benchmark, then (RUN_PEER=1) the PyTorch peer
-# on the same shapes. Logs go to $OUT (or ./logs). GTEST_FILTER, BENCH_ARGS and SKIP_BENCH=1
-# narrow the run; RUN_DAEMON_GPU=0 leaves out the recipe-switch test through the daemon.
-set -uo pipefail
-HERE="$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)"
-LOGS="${OUT:-$HERE/logs}"
-mkdir -p "$LOGS"
-CUDNN_LIB=/opt/torch/.venv/lib/python3.12/site-packages/nvidia/cudnn/lib
-export LD_LIBRARY_PATH="$HERE/lib:$CUDNN_LIB:/usr/local/cuda/lib64${LD_LIBRARY_PATH:+:$LD_LIBRARY_PATH}"
-# The text of the loss-parity and recipe-switch tests (they say SKIPPED without it).
-export FP8D_PARITY_TEXT="${FP8D_PARITY_TEXT:-$HERE/data/text.txt}"
-nvidia-smi --query-gpu=name,driver_version,memory.total --format=csv,noheader | tee "$LOGS/gpu.txt"
-rc=0
-"$HERE/bin/fp8d_gpu_tests" --gtest_color=no ${GTEST_FILTER:+--gtest_filter=$GTEST_FILTER} \
-  2>&1 | tee "$LOGS/gpu_tests.log" | grep -E '^\[ *(FAILED|PASSED|SKIPPED) |^\[==========\]|Failure|error' 
-[ "${PIPESTATUS[0]}" -eq 0 ] || rc=1
-if [ "${SKIP_BENCH:-0}" != 1 ]; then
-  "$HERE/bin/fp8d-bench" ${BENCH_ARGS:-} 2>&1 | tee "$LOGS/bench.log"
-  [ "${PIPESTATUS[0]}" -eq 0 ] || rc=1
-fi
-# The demo job through the daemon on the GPU, followed with fp8ctl.
-if [ "${RUN_DEMO:-1}" = 1 ] && [ -x "$HERE/bin/fp8d" ] && [ -x "$HERE/bin/fp8ctl" ] \
-    && [ -f "$HERE/demo/cookie.txt" ]; then
-  DEMO="$(mktemp -d)"
-  export FP8D_ADDR=127.0.0.1:7071
-  "$HERE/bin/fp8d" --listen "$FP8D_ADDR" --state-dir "$DEMO/state" --data-root "$HERE/demo" \
-    --engine cuda >"$LOGS/daemon.log" 2>&1 &
-  daemon=$!
-  for _ in $(seq 50); do "$HERE/bin/fp8ctl" info >/dev/null 2>&1 && break; sleep 0.2; done
-  "$HERE/bin/fp8ctl" info 2>&1 | tee "$LOGS/demo.log"
-  timeout 300 "$HERE/bin/fp8ctl" submit "$HERE/demo/demo.yaml" --set data.train=cookie.txt \
-    --watch >>"$LOGS/demo.log" 2>&1
-  demo_rc=$?
-  "$HERE/bin/fp8ctl" jobs 2>&1 | tee -a "$LOGS/demo.log"
-  tail -n 15 "$LOGS/demo.log"
-  kill "$daemon" 2>/dev/null; wait "$daemon" 2>/dev/null
-  [ "$demo_rc" -eq 0 ] || { echo "demo job: fp8ctl exited $demo_rc"; rc=1; }
-fi
-# bf16 -> delayed -> current -> bf16 through fp8d --engine cuda, and the daemon's overhead with 8
-# clients streaming metrics and amax (tests/integration), with the bundle's fp8d.
-if [ "${RUN_DAEMON_GPU:-1}" = 1 ] && [ -x "$HERE/bin/fp8d_integration_tests" ]; then
-  FP8D_BIN_DIR="$HERE/bin" "$HERE/bin/fp8d_integration_tests" --gtest_color=no \
-    --gtest_filter='GpuRecipeSwitch*:GpuDaemonOverhead*' 2>&1 | tee "$LOGS/daemon_gpu_tests.log"
-  [ "${PIPESTATUS[0]}" -eq 0 ] || rc=1
-fi
-# FP8 against BF16 cuBLASLt throughput at the model's GEMM shapes.
-if [ "${RUN_GEMM_BENCH:-1}" = 1 ] && [ -x "$HERE/bin/fp8d-gemm-bench" ]; then
-  "$HERE/bin/fp8d-gemm-bench" 2>&1 | tee "$LOGS/gemm_bench.log"
-  [ "${PIPESTATUS[0]}" -eq 0 ] || rc=1
-fi
-if [ "${RUN_PEER:-0}" = 1 ]; then
-  python3 "$HERE/torch_peer.py" 2>&1 | tee "$LOGS/peer.log"
-  [ "${PIPESTATUS[0]}" -eq 0 ] || rc=1
-fi
-exit $rc
-SUITE
+cp "$ROOT/deploy/run-gpu-suite.sh" "$BUNDLE/run-gpu-suite.sh"
 chmod +x "$BUNDLE/run-gpu-suite.sh"
 
 size_mb=$(du -sm "$BUNDLE" | cut -f1)
