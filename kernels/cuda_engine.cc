@@ -35,8 +35,17 @@ namespace {
 
 using bf16 = __nv_bfloat16;
 
-// Dense BF16 tensor-core peak of the H100 SXM, for MFU; other GPUs report 0 (unknown).
-constexpr double kH100DenseBf16Tflops = 989.0;
+// Dense BF16 tensor-core peak for MFU, by the vendor's datasheets: the SXM parts of the H100 and
+// H200 share one Hopper chip and clock (989.4 TFLOP/s); the PCIe and NVL boards run lower clocks.
+// Other GPUs report 0 (unknown), and no MFU is shown for them.
+double DenseBf16PeakTflops(const cudaDeviceProp& prop) {
+  if (prop.major != 9) return 0.0;
+  const std::string name = prop.name;
+  if (name.find("H100") == std::string::npos && name.find("H200") == std::string::npos) return 0.0;
+  if (name.find("PCIe") != std::string::npos) return 756.0;
+  if (name.find("NVL") != std::string::npos) return 835.0;
+  return 989.0;
+}
 
 std::string LayerPrefix(int l) { return absl::StrCat("model.layers.", l, "."); }
 std::string ActPrefix(int l) { return absl::StrCat("act.", l, "."); }
@@ -68,9 +77,7 @@ DeviceInfo DescribeDevice(const cudaDeviceProp& prop) {
   info.name = prop.name;
   info.compute_capability = absl::StrCat(prop.major, ".", prop.minor);
   info.memory_bytes = static_cast<int64_t>(prop.totalGlobalMem);
-  if (prop.major == 9 && std::string(prop.name).find("H100") != std::string::npos) {
-    info.peak_bf16_tflops = kH100DenseBf16Tflops;
-  }
+  info.peak_bf16_tflops = DenseBf16PeakTflops(prop);
   info.supported_recipes = {"bf16", "delayed", "current", "rowwise", "blockwise"};
   // Entries are "<recipe name>: reason" (the daemon refuses a job by that name).
   info.unsupported_recipes = {};
@@ -197,7 +204,8 @@ absl::Status CudaEngine::Init(uint64_t seed) {
   if (options_.attention == AttentionBackend::kCudnn) {
     // Graphs for the largest shape are built before the memory plan so that their workspace is
     // part of it; a graph cuDNN cannot run leaves the reference kernel in place.
-    absl::StatusOr<std::unique_ptr<CudnnAttention>> cudnn = CudnnAttention::Create(stream_);
+    absl::StatusOr<std::unique_ptr<CudnnAttention>> cudnn = CudnnAttention::Create(
+        stream_, options_.attention_ds_workspace_limit_bytes, options_.attention_backward_dq);
     absl::StatusOr<size_t> ws = cudnn.ok() ? (*cudnn)->Prepare(AttentionShape(max_shape))
                                            : absl::StatusOr<size_t>(cudnn.status());
     if (ws.ok()) {

@@ -83,8 +83,8 @@ inline int64_t Fp8BlockScaleCount(int64_t rows, int64_t cols) { return rows * Fp
 
 // 1x128 blockwise: one scale per 128 consecutive elements of a row (the last block of a row may
 // be narrower and uses its own amax), same scale rule as rowwise. The scales are stored in the
-// layout cuBLASLt's VEC128_32F reads: block kb of row r at [kb * rows + r] (k-block major; see
-// ../shared/GPU.md), for both scale_inv and scales (the latter when non-null).
+// layout cuBLASLt's VEC128_32F reads: block kb of row r at [kb * rows + r] (k-block major, as
+// tests/gpu/gemm_fp8_test.cu checks), for both scale_inv and scales (the latter when non-null).
 void BlockwiseCastToFp8(const __nv_bfloat16* in, int64_t rows, int64_t cols, Fp8Format format,
                         uint8_t* out, float* scale_inv, float* scales, Fp8CastStats* stats,
                         cudaStream_t stream);

@@ -19,7 +19,7 @@
 //  - kTensor  (SCALAR_32F): one float each for X and W;
 //  - kRowwise (OUTER_VEC_32F): x_scale_inv[m] per row of X, w_scale_inv[n] per row of W;
 //  - kBlock1x128 (VEC128_32F on both): one float per 128 elements along k, block kb of row r at
-//    [kb * rows + r] (rows = m for X, n for W), the layout checked on the H100 (../shared/GPU.md);
+//    [kb * rows + r] (rows = m for X, n for W), the layout tests/gpu/gemm_fp8_test.cu checks;
 //  - kBlock128x128 (BLK128x128_32F for W, VEC128_32F for X): W has one float per 128x128 tile in
 //    the layout kCublasLtTileScaleLayout of fp8_block128.cuh (written by Block128x128CastToFp8;
 //    tests/gpu/gemm_fp8_block128_test.cu checks it on the GPU), X is 1x128 as above. This is the
