@@ -50,10 +50,12 @@ step() {
 nvidia-smi --query-gpu=name,driver_version,memory.total --format=csv,noheader | tee "$LOGS/gpu.txt"
 suite_start=$SECONDS
 
+# The whole test output goes to gpu_tests.full.log; the console (and gpu_tests.log) gets failures,
+# the totals and the tables the long tests print.
 gpu_tests() {
   "$HERE/bin/fp8d_gpu_tests" --gtest_color=no --gtest_filter="$filter" \
-    --gtest_output="json:$LOGS/gpu_tests.json" |
-    grep -E '^\[ *(FAILED|PASSED|SKIPPED) |^\[==========\]|Failure|error|^(cuDNN|against|one seq|[0-9a-z]+B[0-9]+T)'
+    --gtest_output="json:$LOGS/gpu_tests.json" 2>&1 | tee "$LOGS/gpu_tests.full.log" |
+    grep -E '^\[ *(FAILED|PASSED|SKIPPED) |^\[==========\]|Failure|error|^(cuDNN|against|one seq|[0-9a-z]+B[0-9]+T)|parity|^ *(recipe|bf16|delayed|current|rowwise|blockwise)'
   return "${PIPESTATUS[0]}"
 }
 step gpu_tests gpu_tests
