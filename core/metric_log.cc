@@ -4,7 +4,6 @@
 #include <sys/stat.h>
 #include <unistd.h>
 
-#include <array>
 #include <cerrno>
 #include <cstring>
 #include <filesystem>
@@ -20,17 +19,6 @@ namespace {
 constexpr char kMagic[8] = {'f', 'p', '8', 'd', 'l', 'o', 'g', '\0'};
 constexpr uint32_t kLogFormatVersion = 1;
 constexpr int64_t kFrameBytes = 8;  // length + CRC
-
-constexpr std::array<uint32_t, 256> MakeCrc32cTable() {
-  std::array<uint32_t, 256> table{};
-  for (uint32_t i = 0; i < 256; ++i) {
-    uint32_t c = i;
-    for (int k = 0; k < 8; ++k) c = (c & 1) ? (c >> 1) ^ 0x82F63B78u : c >> 1;  // reflected
-    table[i] = c;
-  }
-  return table;
-}
-constexpr std::array<uint32_t, 256> kCrc32cTable = MakeCrc32cTable();
 
 void PutU32(uint32_t v, char* out) {
   for (int i = 0; i < 4; ++i) out[i] = static_cast<char>((v >> (8 * i)) & 0xFF);
@@ -123,7 +111,7 @@ absl::Status ErrnoError(const std::string& what, const std::string& path) {
 
 template <typename Record, typename Keep>
 absl::StatusOr<LogRead<Record>> ReadLog(const std::string& path, LogRecordType type,
-                                        int64_t offset, Keep&& keep) {
+                                        int64_t offset, size_t max_records, Keep&& keep) {
   std::ifstream in(path, std::ios::binary);
   if (!in) return absl::NotFoundError(absl::StrCat("metric log ", path, " does not exist"));
   char header[kLogHeaderBytes];
@@ -146,7 +134,7 @@ absl::StatusOr<LogRead<Record>> ReadLog(const std::string& path, LogRecordType t
       return false;
     }
     if (keep(r)) out.records.push_back(std::move(r));
-    return true;
+    return max_records == 0 || out.records.size() < max_records;
   });
   if (parse_failed) {
     return absl::DataLossError(absl::StrCat(path, ": a record with a valid checksum is not a ",
@@ -156,13 +144,6 @@ absl::StatusOr<LogRead<Record>> ReadLog(const std::string& path, LogRecordType t
 }
 
 }  // namespace
-
-uint32_t Crc32c(const void* data, size_t size, uint32_t crc) {
-  const auto* p = static_cast<const unsigned char*>(data);
-  crc = ~crc;
-  for (size_t i = 0; i < size; ++i) crc = kCrc32cTable[(crc ^ p[i]) & 0xFF] ^ (crc >> 8);
-  return ~crc;
-}
 
 int64_t MetricRecordStep(const fp8d::v1::MetricRecord& record) {
   switch (record.record_case()) {
@@ -273,17 +254,19 @@ int64_t RecordLog::record_count() const {
 absl::StatusOr<LogRead<fp8d::v1::MetricRecord>> ReadMetricLog(const std::string& path,
                                                               int64_t from_seq,
                                                               int64_t from_step,
-                                                              int64_t offset) {
+                                                              int64_t offset,
+                                                              size_t max_records) {
   return ReadLog<fp8d::v1::MetricRecord>(
-      path, LogRecordType::kMetric, offset, [&](const fp8d::v1::MetricRecord& r) {
+      path, LogRecordType::kMetric, offset, max_records, [&](const fp8d::v1::MetricRecord& r) {
         return r.seq() >= from_seq && MetricRecordStep(r) >= from_step;
       });
 }
 
 absl::StatusOr<LogRead<fp8d::v1::AmaxRecord>> ReadAmaxLog(const std::string& path,
-                                                          int64_t from_step, int64_t offset) {
+                                                          int64_t from_step, int64_t offset,
+                                                          size_t max_records) {
   return ReadLog<fp8d::v1::AmaxRecord>(
-      path, LogRecordType::kAmax, offset,
+      path, LogRecordType::kAmax, offset, max_records,
       [&](const fp8d::v1::AmaxRecord& r) { return r.step() >= from_step; });
 }
 

@@ -20,6 +20,7 @@
 #include "absl/status/status.h"
 #include "absl/status/statusor.h"
 #include "absl/synchronization/mutex.h"
+#include "core/crc32c.h"
 #include "core/trainer.h"
 #include "fp8d/v1/telemetry.pb.h"
 
@@ -32,9 +33,6 @@ inline constexpr int64_t kLogHeaderBytes = 16;
 inline constexpr uint32_t kMaxLogRecordBytes = 64u << 20;
 
 enum class LogRecordType : uint32_t { kMetric = 1, kAmax = 2 };
-
-// CRC-32C (Castagnoli), as used by the record framing.
-uint32_t Crc32c(const void* data, size_t size, uint32_t crc = 0);
 
 // One append-only record file. Open() creates it (with its header) or validates the header and
 // truncates a torn tail; Append() writes one framed record and hands it to the kernel before
@@ -73,14 +71,17 @@ struct LogRead {
 
 // Records with seq >= from_seq and step >= from_step, reading from `offset` (0 = the start).
 // NOT_FOUND when the file is missing; DATA_LOSS for a wrong header. A torn or corrupt tail ends
-// the read without an error.
+// the read without an error. `max_records` > 0 stops after that many records (a page):
+// next_offset then continues with the record after the last one returned.
 absl::StatusOr<LogRead<fp8d::v1::MetricRecord>> ReadMetricLog(const std::string& path,
                                                               int64_t from_seq,
                                                               int64_t from_step,
-                                                              int64_t offset = 0);
+                                                              int64_t offset = 0,
+                                                              size_t max_records = 0);
 // AmaxRecords with step >= from_step.
 absl::StatusOr<LogRead<fp8d::v1::AmaxRecord>> ReadAmaxLog(const std::string& path,
-                                                          int64_t from_step, int64_t offset = 0);
+                                                          int64_t from_step, int64_t offset = 0,
+                                                          size_t max_records = 0);
 
 // Both logs of one job, as a MetricSink. Assigns MetricRecord.seq (the record's index in the
 // log) and unix_micros when unset. Resuming a job appends to the existing logs.
