@@ -10,6 +10,7 @@ PACKAGES=(
   libgtest-dev libgmock-dev
   python3 python3-grpcio python3-protobuf
   fortunes
+  prometheus-cpp-dev libcpp-httplib-dev libcli11-dev prometheus chromium
 )
 
 missing=()

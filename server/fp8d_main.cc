@@ -3,6 +3,10 @@
 //
 //   fp8d --listen 127.0.0.1:7070 --state-dir DIR [--data-root DIR] [--token-file F]
 //        [--tls-cert F --tls-key F] [--engine auto|cpu|cuda] [--max-queued N]
+//        [--http-listen [HOST:]PORT]
+//
+// --http-listen also serves /metrics (Prometheus) and the live dashboard over HTTP (HTTPS with
+// --tls-cert), under the same rule as --listen: beyond loopback only with a token or TLS.
 //
 // SIGTERM/SIGINT: the running job is stopped with a checkpoint (it resumes on the next start),
 // streams end, and the process exits 0.
@@ -14,6 +18,7 @@
 #include <fstream>
 #include <map>
 #include <memory>
+#include <optional>
 #include <sstream>
 #include <string>
 
@@ -25,6 +30,7 @@
 #include "absl/strings/str_cat.h"
 #include "server/bearer_token.h"
 #include "server/engine_factory.h"
+#include "server/http_server.h"
 #include "server/job_registry.h"
 #include "server/listen_address.h"
 #include "server/trainer_service.h"
@@ -42,7 +48,9 @@ constexpr auto kShutdownGrace = std::chrono::seconds(5);
 constexpr char kUsage[] =
     "usage: fp8d --listen HOST:PORT --state-dir DIR [--data-root DIR] [--token-file F]\n"
     "            [--tls-cert F --tls-key F] [--engine auto|cpu|cuda] [--max-queued N]\n"
+    "            [--http-listen [HOST:]PORT]\n"
     "Listening beyond loopback requires --token-file or --tls-cert/--tls-key.\n"
+    "--http-listen serves /metrics and the dashboard (HOST defaults to 127.0.0.1).\n"
     "--data-root defaults to the current directory; job data paths must lie inside it.\n";
 
 struct Flags {
@@ -54,13 +62,14 @@ struct Flags {
   std::string tls_key;
   std::string engine = "auto";
   int max_queued = 64;
+  std::string http_listen;  // empty: no HTTP listener
 };
 
 bool ParseFlags(int argc, char** argv, Flags* f, std::string* error) {
   std::map<std::string, std::string*> strings = {
       {"--listen", &f->listen},     {"--state-dir", &f->state_dir}, {"--data-root", &f->data_root},
       {"--token-file", &f->token_file}, {"--tls-cert", &f->tls_cert}, {"--tls-key", &f->tls_key},
-      {"--engine", &f->engine}};
+      {"--engine", &f->engine},     {"--http-listen", &f->http_listen}};
   for (int i = 1; i < argc; ++i) {
     std::string arg = argv[i];
     std::string value;
@@ -138,12 +147,25 @@ int main(int argc, char** argv) {
     return kExitUsage;
   }
   const bool tls = !flags.tls_cert.empty();
-  if (!fp8d::IsLoopbackHost(addr->host) && flags.token_file.empty() && !tls) {
-    std::fprintf(stderr,
-                 "fp8d: refusing to listen on %s without authentication: %s is not a loopback "
-                 "address; give --token-file or --tls-cert/--tls-key\n",
-                 flags.listen.c_str(), addr->host.c_str());
+  if (absl::Status s = fp8d::CheckListenAuthentication("--listen", *addr,
+                                                       !flags.token_file.empty(), tls);
+      !s.ok()) {
+    std::fprintf(stderr, "fp8d: %s\n", std::string(s.message()).c_str());
     return kExitUsage;
+  }
+  std::optional<fp8d::ListenAddress> http_addr;
+  if (!flags.http_listen.empty()) {
+    auto parsed = fp8d::ParseHttpListenAddress(flags.http_listen);
+    absl::Status s = parsed.status();
+    if (parsed.ok()) {
+      s = fp8d::CheckListenAuthentication("--http-listen", *parsed, !flags.token_file.empty(),
+                                          tls);
+    }
+    if (!s.ok()) {
+      std::fprintf(stderr, "fp8d: %s\n", std::string(s.message()).c_str());
+      return kExitUsage;
+    }
+    http_addr = *parsed;
   }
   std::string token;
   if (!flags.token_file.empty()) {
@@ -200,16 +222,40 @@ int main(int argc, char** argv) {
     std::fprintf(stderr, "fp8d: cannot listen on %s\n", flags.listen.c_str());
     return kExitStartup;
   }
+  std::unique_ptr<fp8d::HttpServer> http;
+  if (http_addr) {
+    fp8d::HttpOptions http_options;
+    http_options.host = http_addr->host;
+    http_options.port = http_addr->port;
+    http_options.token = token;
+    http_options.tls_cert = flags.tls_cert;
+    http_options.tls_key = flags.tls_key;
+    auto started = fp8d::HttpServer::Start(http_options, &registry,
+                                           [&service] { return service.open_streams(); });
+    if (!started.ok()) {
+      std::fprintf(stderr, "fp8d: %s\n", std::string(started.status().message()).c_str());
+      server->Shutdown();
+      return kExitStartup;
+    }
+    http = *std::move(started);
+  }
   registry.Start();
   spdlog::info("fp8d listening on {}:{} (engine {}, device {}, auth {}, state {})", addr->host,
                port, device->engine, device->name,
                tls ? (token.empty() ? "tls" : "tls+token") : (token.empty() ? "none" : "token"),
                flags.state_dir);
+  if (http_addr) {
+    spdlog::info("dashboard and /metrics on {}://{}:{}/", tls ? "https" : "http",
+                 http_addr->host.find(':') == std::string::npos ? http_addr->host
+                                                                : "[" + http_addr->host + "]",
+                 http_addr->port);
+  }
 
   int signal_number = 0;
   sigwait(&stop_signals, &signal_number);
   spdlog::info("signal {}: checkpointing the running job and shutting down", signal_number);
   server->GetHealthCheckService()->SetServingStatus(false);
+  if (http) http->Stop();
   registry.Shutdown();  // stops training with a checkpoint and ends every stream
   server->Shutdown(std::chrono::system_clock::now() + kShutdownGrace);
   server->Wait();

@@ -179,8 +179,9 @@ void JobRegistry::RunJob(const std::string& id) {
     Finish(id, v1::FAILED, absl::StrCat("engine: ", engine.status().ToString()));
     return;
   }
-  auto telemetry = JobTelemetry::Open(id, store_.JobDir(id), feeds,
-                                      [this, id](const v1::MetricRecord& r) { OnMetric(id, r); });
+  auto telemetry = JobTelemetry::Open(
+      id, store_.JobDir(id), feeds, [this, id](const v1::MetricRecord& r) { OnMetric(id, r); },
+      spec.steps());
   if (!telemetry.ok()) {
     Finish(id, v1::FAILED, absl::StrCat("metric log: ", telemetry.status().ToString()));
     return;

@@ -23,13 +23,19 @@ int64_t FileSize(const std::string& path) {
 absl::StatusOr<std::unique_ptr<JobTelemetry>> JobTelemetry::Open(const std::string& job_id,
                                                                   const std::string& job_dir,
                                                                   std::shared_ptr<JobFeeds> feeds,
-                                                                  MetricObserver observer) {
+                                                                  MetricObserver observer,
+                                                                  int64_t total_steps) {
   auto log = MetricLog::Open(job_dir);
   if (!log.ok()) return log.status();
+  auto tensorboard = TensorBoardWriter::Open(job_dir, total_steps);
+  if (!tensorboard.ok()) {
+    spdlog::warn("{}: no TensorBoard events: {}", job_id, tensorboard.status().ToString());
+  }
   feeds->metrics.Reopen();
   feeds->amax.Reopen();
   auto telemetry = std::unique_ptr<JobTelemetry>(
       new JobTelemetry(job_id, *std::move(log), std::move(feeds), std::move(observer)));
+  if (tensorboard.ok()) telemetry->tensorboard_ = *std::move(tensorboard);
   telemetry->metric_end_ = FileSize(telemetry->log_->metric_path());
   telemetry->amax_end_ = FileSize(telemetry->log_->amax_path());
   return telemetry;
@@ -58,6 +64,7 @@ void JobTelemetry::OnMetric(const fp8d::v1::MetricRecord& record) {
     feeds_->metrics.Publish(stored, metric_end_, end);
     metric_end_ = end;
   }
+  if (tensorboard_) tensorboard_->OnMetric(stored);
   if (observer_) observer_(stored);
 }
 
@@ -69,6 +76,7 @@ void JobTelemetry::OnAmax(const fp8d::v1::AmaxRecord& record) {
   const int64_t end = FileSize(log_->amax_path());
   feeds_->amax.Publish(record, amax_end_, end);
   amax_end_ = end;
+  if (tensorboard_) tensorboard_->OnAmax(record);
 }
 
 }  // namespace fp8d

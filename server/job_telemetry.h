@@ -1,6 +1,7 @@
 // A running job's MetricSink: appends every record to the job's persisted logs, then publishes
 // it to the in-memory feeds that wake StreamMetrics/StreamAmax followers, then tells the
-// registry (progress shown by GetJob). Runs on the training thread and never waits for a client.
+// registry (progress shown by GetJob); it also writes the job's TensorBoard event file
+// (core/tensorboard_writer.h). Runs on the training thread and never waits for a client.
 #pragma once
 
 #include <functional>
@@ -9,6 +10,7 @@
 
 #include "absl/status/statusor.h"
 #include "core/metric_log.h"
+#include "core/tensorboard_writer.h"
 #include "core/trainer.h"
 #include "fp8d/v1/telemetry.pb.h"
 #include "server/record_feed.h"
@@ -31,11 +33,13 @@ class JobTelemetry : public MetricSink {
 
   // Opens (or recovers and continues) the logs in `job_dir` and reopens `feeds`.
   // Event.checkpoint (a file path from the trainer) is stored as the checkpoint's resource name
-  // `jobs/{job_id}/checkpoints/{c}`, which clients can pull.
+  // `jobs/{job_id}/checkpoints/{c}`, which clients can pull. `total_steps` spaces out the FP8
+  // statistics in the TensorBoard events; an event file that cannot be created is a warning.
   static absl::StatusOr<std::unique_ptr<JobTelemetry>> Open(const std::string& job_id,
                                                             const std::string& job_dir,
                                                             std::shared_ptr<JobFeeds> feeds,
-                                                            MetricObserver observer);
+                                                            MetricObserver observer,
+                                                            int64_t total_steps = 0);
 
   void OnMetric(const fp8d::v1::MetricRecord& record) override;
   void OnAmax(const fp8d::v1::AmaxRecord& record) override;
@@ -46,6 +50,7 @@ class JobTelemetry : public MetricSink {
 
   const std::string job_id_;
   std::unique_ptr<MetricLog> log_;
+  std::unique_ptr<TensorBoardWriter> tensorboard_;  // null when its file could not be created
   std::shared_ptr<JobFeeds> feeds_;
   MetricObserver observer_;
   int64_t metric_end_ = 0;  // byte offset of the end of each log (only this thread appends)

@@ -41,4 +41,30 @@ bool IsLoopbackHost(const std::string& host) {
   return false;
 }
 
+absl::StatusOr<ListenAddress> ParseHttpListenAddress(const std::string& text) {
+  int port = 0;
+  if (absl::SimpleAtoi(text, &port)) {
+    if (port < 1 || port > 65535) {
+      return absl::InvalidArgumentError(
+          absl::StrCat("--http-listen `", text, "`: port must be 1..65535"));
+    }
+    return ListenAddress{"127.0.0.1", port};
+  }
+  auto addr = ParseListenAddress(text);
+  if (!addr.ok()) {
+    return absl::InvalidArgumentError(absl::StrCat(
+        "--http-listen `", text, "` must be PORT or HOST:PORT, e.g. 127.0.0.1:7071"));
+  }
+  return addr;
+}
+
+absl::Status CheckListenAuthentication(const std::string& flag, const ListenAddress& address,
+                                       bool has_token, bool has_tls) {
+  if (IsLoopbackHost(address.host) || has_token || has_tls) return absl::OkStatus();
+  return absl::InvalidArgumentError(absl::StrCat(
+      "refusing to listen on ", address.host, ":", address.port, " (", flag,
+      ") without authentication: ", address.host,
+      " is not a loopback address; give --token-file or --tls-cert/--tls-key"));
+}
+
 }  // namespace fp8d

@@ -20,4 +20,12 @@ absl::StatusOr<ListenAddress> ParseListenAddress(const std::string& text);
 // 127.0.0.0/8, ::1 and "localhost". Wildcards (0.0.0.0, ::) are not loopback.
 bool IsLoopbackHost(const std::string& host);
 
+// --http-listen: HOST:PORT as above, or a bare PORT on 127.0.0.1.
+absl::StatusOr<ListenAddress> ParseHttpListenAddress(const std::string& text);
+
+// The one rule for every listener (`flag` names it): beyond loopback only with a token or TLS.
+// INVALID_ARGUMENT saying what to add otherwise.
+absl::Status CheckListenAuthentication(const std::string& flag, const ListenAddress& address,
+                                       bool has_token, bool has_tls);
+
 }  // namespace fp8d

@@ -3,8 +3,8 @@
 //   fp8d-train JOBFILE [--set key=value]... [--engine auto|cpu|cuda] [--out DIR]
 //              [--resume CHECKPOINT] [--data-root DIR]
 //
-// Writes checkpoints to DIR/checkpoints and the metric and amax logs to DIR (default
-// runs/<job name>). Ctrl-C stops at the next step boundary after writing a checkpoint that
+// Writes checkpoints to DIR/checkpoints and the metric and amax logs and a TensorBoard event
+// file to DIR (default runs/<job name>). Ctrl-C stops at the next step boundary after writing a checkpoint that
 // --resume continues from.
 #include <unistd.h>
 
@@ -24,6 +24,7 @@
 #include "core/metric_log.h"
 #include "core/model_config.h"
 #include "core/recipe_config.h"
+#include "core/tensorboard_writer.h"
 #include "core/trainer.h"
 #include "server/engine_factory.h"
 
@@ -100,11 +101,13 @@ std::string Rate(double tokens_per_sec) {
   return absl::StrFormat("%.0f", tokens_per_sec);
 }
 
-// Prints progress and persists every record to the job's metric and amax logs.
+// Prints progress and persists every record to the job's metric and amax logs and its
+// TensorBoard event file.
 class ProgressPrinter : public MetricSink {
  public:
-  ProgressPrinter(MetricLog* log, int64_t total_steps)
+  ProgressPrinter(MetricLog* log, TensorBoardWriter* tensorboard, int64_t total_steps)
       : log_(log),
+        tensorboard_(tensorboard),
         total_(total_steps),
         tty_(isatty(STDOUT_FILENO) == 1),
         plain_every_(std::max<int64_t>(1, total_steps / kPlainProgressLines)),
@@ -112,6 +115,7 @@ class ProgressPrinter : public MetricSink {
 
   void OnMetric(const fp8d::v1::MetricRecord& record) override {
     log_->OnMetric(record);
+    tensorboard_->OnMetric(record);
     if (record.has_step()) {
       PrintStep(record.step());
     } else if (record.has_eval()) {
@@ -127,7 +131,10 @@ class ProgressPrinter : public MetricSink {
     }
   }
 
-  void OnAmax(const fp8d::v1::AmaxRecord& record) override { log_->OnAmax(record); }
+  void OnAmax(const fp8d::v1::AmaxRecord& record) override {
+    log_->OnAmax(record);
+    tensorboard_->OnAmax(record);
+  }
 
   // Called just before Run(): the ETA extrapolates from the steps this process has run.
   void Start(int64_t first_step) {
@@ -174,6 +181,7 @@ class ProgressPrinter : public MetricSink {
   }
 
   MetricLog* const log_;
+  TensorBoardWriter* const tensorboard_;
   const int64_t total_;
   const bool tty_;
   const int64_t plain_every_;
@@ -225,7 +233,10 @@ int Main(int argc, char** argv) {
 
   absl::StatusOr<std::unique_ptr<MetricLog>> log = MetricLog::Open(out);
   if (!log.ok()) return Fail(log.status());
-  ProgressPrinter printer(log->get(), spec->steps());
+  absl::StatusOr<std::unique_ptr<TensorBoardWriter>> tensorboard =
+      TensorBoardWriter::Open(out, spec->steps());
+  if (!tensorboard.ok()) return Fail(tensorboard.status());
+  ProgressPrinter printer(log->get(), tensorboard->get(), spec->steps());
 
   TrainerOptions options;
   options.checkpoint_dir = (std::filesystem::path(out) / "checkpoints").string();

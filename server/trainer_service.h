@@ -49,6 +49,9 @@ class TrainerService final : public fp8d::v1::Trainer::Service {
   grpc::Status PullCheckpoint(grpc::ServerContext* ctx, const fp8d::v1::PullCheckpointRequest* req,
                               grpc::ServerWriter<fp8d::v1::CheckpointChunk>* writer) override;
 
+  // Streams open right now (exported as fp8d_open_streams).
+  int open_streams() const { return streams_.load(); }
+
  private:
   grpc::Status Authorize(const grpc::ServerContext* ctx) const;
   // Counts a stream for its lifetime; refuses beyond kMaxConcurrentStreams.

@@ -394,4 +394,38 @@ CudaDaemonOnText StartCudaDaemonOnText(const std::string& name) {
   return out;
 }
 
+ChildProcess::ChildProcess(const std::vector<std::string>& argv,
+                           const std::vector<std::string>& env)
+    : dir_(MakeTempDir("child")), output_path_(dir_ + "/output") {
+  pid_ = Spawn(argv, env, output_path_, output_path_);
+}
+
+ChildProcess::~ChildProcess() {
+  if (exit_code_ == -1 && pid_ > 0) {
+    kill(-pid_, SIGKILL);
+    WaitPid(pid_, absl::Now() + absl::Seconds(10));
+  }
+  fs::remove_all(dir_);
+}
+
+int ChildProcess::Wait(absl::Duration timeout) {
+  if (exit_code_ == -1) exit_code_ = WaitPid(pid_, absl::Now() + timeout);
+  return exit_code_;
+}
+
+void ChildProcess::Signal(int signal) {
+  if (exit_code_ == -1) kill(pid_, signal);
+}
+
+bool ChildProcess::Catches(int signal) const {
+  std::istringstream status(ReadFile(absl::StrCat("/proc/", pid_, "/status")));
+  std::string line;
+  while (std::getline(status, line)) {
+    if (!absl::StartsWith(line, "SigCgt:")) continue;
+    const uint64_t mask = std::stoull(line.substr(7), nullptr, 16);
+    return (mask >> (signal - 1)) & 1;
+  }
+  return false;
+}
+
 }  // namespace fp8d::itest

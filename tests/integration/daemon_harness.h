@@ -130,6 +130,34 @@ struct CudaDaemonOnText {
 };
 CudaDaemonOnText StartCudaDaemonOnText(const std::string& name);
 
+// A program running in the background (its own process group), stdout and stderr into one file
+// that can be read while it runs; killed with its group when destroyed.
+class ChildProcess {
+ public:
+  explicit ChildProcess(const std::vector<std::string>& argv,
+                        const std::vector<std::string>& env = {});
+  ~ChildProcess();
+  ChildProcess(const ChildProcess&) = delete;
+  ChildProcess& operator=(const ChildProcess&) = delete;
+
+  pid_t pid() const { return pid_; }
+  // Everything it has written so far.
+  std::string output() const { return ReadFile(output_path_); }
+  // Its exit code (128 + signal when killed by one), or -1 when it is still running after
+  // `timeout` (then it keeps running).
+  int Wait(absl::Duration timeout);
+  void Signal(int signal);
+  // Whether it has installed a handler for `signal` (from /proc/PID/status), so a test can send
+  // the signal knowing the program, not the default action, will answer it.
+  bool Catches(int signal) const;
+
+ private:
+  std::string dir_;
+  std::string output_path_;
+  pid_t pid_ = -1;
+  int exit_code_ = -1;
+};
+
 // Where fp8d, fp8ctl and their siblings are: the folder named by FP8D_BIN_DIR when it is set
 // (bundle/bin on the GPU machine), else the build's paths compiled in.
 inline constexpr char kBinDirVariable[] = "FP8D_BIN_DIR";
