@@ -157,6 +157,15 @@ absl::StatusOr<v1::Job> TrainerClient::CancelJob(const std::string& job) {
   });
 }
 
+absl::StatusOr<v1::DeleteJobResponse> TrainerClient::DeleteJob(const std::string& job) {
+  v1::DeleteJobRequest request;
+  request.set_name(QualifyJobName(job));
+  // Removing a large job's checkpoints takes as long as the file system needs: no short deadline.
+  return Unary<v1::DeleteJobResponse>(*this, 0, [&](auto* ctx, auto* out) {
+    return stub_->DeleteJob(ctx, request, out);
+  });
+}
+
 absl::StatusOr<v1::Job> TrainerClient::PauseJob(const std::string& job) {
   v1::PauseJobRequest request;
   request.set_name(QualifyJobName(job));

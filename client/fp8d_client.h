@@ -63,6 +63,7 @@ class TrainerClient {
   // Every page, in submission order.
   absl::StatusOr<std::vector<fp8d::v1::Job>> ListAllJobs();
   absl::StatusOr<fp8d::v1::Job> CancelJob(const std::string& job);
+  absl::StatusOr<fp8d::v1::DeleteJobResponse> DeleteJob(const std::string& job);
   absl::StatusOr<fp8d::v1::Job> PauseJob(const std::string& job);
   absl::StatusOr<fp8d::v1::Job> ResumeJob(const std::string& job);
   absl::StatusOr<fp8d::v1::UpdateRecipeResponse> UpdateRecipe(

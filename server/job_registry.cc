@@ -56,6 +56,7 @@ JobRegistry::~JobRegistry() { Shutdown(); }
 
 absl::Status JobRegistry::Load() {
   if (absl::Status s = store_.Init(); !s.ok()) return s;
+  RemoveDeletedJobDirs();
   std::vector<std::string> errors;
   std::vector<v1::JobRecord> records = store_.LoadAll(&errors);
   for (const auto& e : errors) spdlog::error("state dir: skipping unreadable job record {}", e);
@@ -195,6 +196,10 @@ void JobRegistry::RunJob(const std::string& id) {
     return;
   }
   std::shared_ptr<Trainer> trainer = *std::move(created);
+  if (absl::Status s = AdoptContinuedCheckpoint(id); !s.ok()) {
+    Finish(id, v1::FAILED, s.ToString());
+    return;
+  }
   auto checkpoints = catalog_.List(id, store_.CheckpointDir(id));
   if (!checkpoints.empty()) {
     const std::string& name = checkpoints.back().name();
@@ -391,6 +396,12 @@ absl::StatusOr<v1::Job> JobRegistry::Submit(const v1::SubmitJobRequest& request)
   auto resolved = ResolveJobSpec(spec);
   if (!resolved.ok()) return resolved.status();
   if (absl::Status s = ValidateSpec(&*resolved); !s.ok()) return s;
+  std::string continued_from;
+  if (!request.continue_from().empty()) {
+    auto from = ResolveContinueFrom(request.continue_from(), *resolved);
+    if (!from.ok()) return from.status();
+    continued_from = *from;
+  }
 
   absl::MutexLock lock(&mu_);
   if (auto it = by_request_id_.find(request.request_id());
@@ -419,6 +430,7 @@ absl::StatusOr<v1::Job> JobRegistry::Submit(const v1::SubmitJobRequest& request)
   *job.mutable_recipe() = resolved->recipe();
   job.set_recipe_version(1);  // the submitted recipe; UpdateRecipe hands out 2, 3, ...
   job.set_create_unix_micros(NowMicros());
+  job.set_continued_from(continued_from);
   Persist(entry);
   if (!request.request_id().empty()) by_request_id_[request.request_id()] = id;
   changed_.SignalAll();

@@ -54,6 +54,8 @@ class JobRegistry {
   absl::StatusOr<fp8d::v1::Job> Get(const std::string& name);
   absl::StatusOr<fp8d::v1::ListJobsResponse> List(int page_size, const std::string& page_token);
   absl::StatusOr<fp8d::v1::Job> Cancel(const std::string& name);
+  // Removes a SUCCEEDED, FAILED or CANCELLED job and its directory (server/job_deletion.cc).
+  absl::StatusOr<fp8d::v1::DeleteJobResponse> Delete(const std::string& name);
   absl::StatusOr<fp8d::v1::Job> Pause(const std::string& name);
   absl::StatusOr<fp8d::v1::Job> Resume(const std::string& name);
   absl::StatusOr<fp8d::v1::UpdateRecipeResponse> UpdateRecipe(
@@ -99,6 +101,15 @@ class JobRegistry {
   int QueuedCount() const ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_);
   // Waits (bounded) for a job to leave RUNNING/PAUSED after a cancel, so the reply shows it.
   void AwaitTerminal(const std::string& job_id, absl::Duration timeout);
+  // SubmitJobRequest.continue_from checked against the new job's resolved spec: the
+  // checkpoint's resource name (server/job_continuation.cc).
+  absl::StatusOr<std::string> ResolveContinueFrom(const std::string& continue_from,
+                                                  const fp8d::v1::JobSpec& spec);
+  // Before a continued job first runs: its starting checkpoint becomes its own (a hard link in
+  // its checkpoint dir), so it resumes from there now and after any restart.
+  absl::Status AdoptContinuedCheckpoint(const std::string& job_id);
+  // Folders of deletions that a crash interrupted (server/job_deletion.cc).
+  void RemoveDeletedJobDirs();
 
   const RegistryOptions options_;
   const DeviceInfo device_;

@@ -135,6 +135,12 @@ grpc::Status TrainerService::CancelJob(grpc::ServerContext* ctx, const v1::Cance
   return Reply(registry_->Cancel(req->name()), resp);
 }
 
+grpc::Status TrainerService::DeleteJob(grpc::ServerContext* ctx, const v1::DeleteJobRequest* req,
+                                       v1::DeleteJobResponse* resp) {
+  FP8D_AUTHORIZE(ctx);
+  return Reply(registry_->Delete(req->name()), resp);
+}
+
 grpc::Status TrainerService::PauseJob(grpc::ServerContext* ctx, const v1::PauseJobRequest* req,
                                       v1::Job* resp) {
   FP8D_AUTHORIZE(ctx);

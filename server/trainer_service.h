@@ -48,6 +48,8 @@ class TrainerService final : public fp8d::v1::Trainer::Service {
                                fp8d::v1::ListCheckpointsResponse* resp) override;
   grpc::Status PullCheckpoint(grpc::ServerContext* ctx, const fp8d::v1::PullCheckpointRequest* req,
                               grpc::ServerWriter<fp8d::v1::CheckpointChunk>* writer) override;
+  grpc::Status DeleteJob(grpc::ServerContext* ctx, const fp8d::v1::DeleteJobRequest* req,
+                         fp8d::v1::DeleteJobResponse* resp) override;
 
   // Streams open right now (exported as fp8d_open_streams).
   int open_streams() const { return streams_.load(); }
