@@ -2,15 +2,22 @@
 
 #include <unistd.h>
 
+#include <filesystem>
 #include <fstream>
+#include <functional>
 #include <iostream>
+#include <map>
 #include <sstream>
 
-#include "absl/strings/numbers.h"
+#include "absl/strings/match.h"
 #include "absl/strings/str_cat.h"
 #include "absl/strings/str_format.h"
 #include "absl/strings/str_join.h"
+#include "absl/time/clock.h"
+#include "absl/time/time.h"
+#include "client/amax_table.h"
 #include "client/fp8d_client.h"
+#include "client/job_comparison.h"
 #include "client/watch_view.h"
 #include "google/protobuf/util/json_util.h"
 
@@ -19,7 +26,7 @@ namespace v1 = fp8d::v1;
 namespace {
 
 struct Context {
-  const CommandLine& cl;
+  const Fp8ctlArgs& a;
   std::ostream& out;
   std::ostream& err;
   TrainerClient& client;
@@ -33,21 +40,63 @@ std::string Json(const google::protobuf::Message& m) {
   return s;
 }
 
-int Fail(std::ostream& err, const absl::Status& status) {
-  err << "fp8ctl: " << absl::StatusCodeToString(status.code()) << ": " << status.message()
-      << "\n";
+// A list as one JSON array (streams print one object per line instead).
+template <typename Messages>
+std::string JsonArray(const Messages& list) {
+  std::vector<std::string> items;
+  for (const auto& m : list) items.push_back(Json(m));
+  return absl::StrCat("[", absl::StrJoin(items, ","), "]\n");
+}
+
+int Fail(const Context& c, const absl::Status& status) {
+  c.err << "fp8ctl: " << absl::StatusCodeToString(status.code()) << ": " << status.message()
+        << "\n";
+  if (absl::IsUnavailable(status)) {
+    c.err << "fp8ctl: is fp8d running at " << c.a.addr
+          << "? (start it, or point --addr or $FP8D_ADDR at it)\n";
+  }
   return kExitError;
 }
 
-int Usage(std::ostream& err, const std::string& message) {
-  err << "fp8ctl: " << message << "\n\n" << UsageText();
+int Usage(const Context& c, const std::string& message) {
+  c.err << "fp8ctl: " << message << "\nRun `fp8ctl " << c.a.command
+        << " --help` for its arguments and options.\n";
   return kExitUsage;
 }
 
 std::string StateName(v1::JobState state) { return v1::JobState_Name(state); }
 
+// Local time, to the second; "-" for unset.
+std::string FormatTime(int64_t unix_micros) {
+  if (unix_micros <= 0) return "-";
+  return absl::FormatTime("%Y-%m-%d %H:%M:%S", absl::FromUnixMicros(unix_micros),
+                          absl::LocalTimeZone());
+}
+
+// From the start to the end, or to now while the job runs; "-" before it started.
+std::string Elapsed(const v1::Job& job) {
+  if (job.start_unix_micros() <= 0) return "-";
+  const int64_t end =
+      job.end_unix_micros() > 0 ? job.end_unix_micros() : absl::ToUnixMicros(absl::Now());
+  return WatchView::FormatDuration((end - job.start_unix_micros()) / 1e6);
+}
+
+// The first step a stream sends: --from-step, with `now` resolved against the job.
+absl::StatusOr<int64_t> FromStep(const Context& c, const std::string& job) {
+  int64_t current = 0;
+  if (c.a.from_step == "now") {
+    auto j = c.client.GetJob(job);
+    if (!j.ok()) return j.status();
+    current = j->step();
+  }
+  std::string error;
+  auto step = ParseFromStep(c.a.from_step, current, &error);
+  if (!step) return absl::InvalidArgumentError(absl::StrCat("--from-step: ", error));
+  return *step;
+}
+
 void PrintJob(const Context& c, const v1::Job& job) {
-  if (c.cl.json) {
+  if (c.a.json) {
     c.out << Json(job) << "\n";
     return;
   }
@@ -60,6 +109,11 @@ void PrintJob(const Context& c, const v1::Job& job) {
                            job.recipe_version(), job.fp8_layers(), job.total_layers());
   c.out << absl::StrFormat("  model %s  data %s\n", job.spec().model().preset(),
                            job.spec().data().train());
+  c.out << "  submitted " << FormatTime(job.create_unix_micros()) << "  started "
+        << FormatTime(job.start_unix_micros());
+  if (job.end_unix_micros() > 0) c.out << "  ended " << FormatTime(job.end_unix_micros());
+  c.out << "  elapsed " << Elapsed(job) << "\n";
+  if (!job.continued_from().empty()) c.out << "  continued from " << job.continued_from() << "\n";
   if (!job.latest_checkpoint().empty()) c.out << "  checkpoint " << job.latest_checkpoint() << "\n";
 }
 
@@ -69,21 +123,17 @@ int Watch(const Context& c, const std::string& job, int64_t from_step) {
   request.set_name(job);
   request.set_from_step(from_step);
   request.set_follow(true);
-  WatchView view(QualifyJobName(job), !c.cl.json && isatty(STDOUT_FILENO));
+  WatchView view(QualifyJobName(job), !c.a.json && isatty(STDOUT_FILENO));
   absl::Status s = c.client.StreamMetrics(request, [&](const v1::MetricRecord& r) {
-    if (c.cl.json) {
-      c.out << Json(r) << "\n";
-    } else {
-      c.out << view.OnRecord(r);
-    }
+    c.out << (c.a.json ? Json(r) + "\n" : view.OnRecord(r));
     c.out.flush();
     return true;
   });
-  if (!s.ok()) return Fail(c.err, s);
+  if (!s.ok()) return Fail(c, s);
   c.out << view.Finish();
   auto final_job = c.client.GetJob(job);
-  if (!final_job.ok()) return Fail(c.err, final_job.status());
-  if (!c.cl.json) {
+  if (!final_job.ok()) return Fail(c, final_job.status());
+  if (!c.a.json) {
     c.out << final_job->name() << " " << StateName(final_job->state())
           << (final_job->reason().empty() ? "" : absl::StrCat(" (", final_job->reason(), ")"))
           << "\n";
@@ -93,16 +143,17 @@ int Watch(const Context& c, const std::string& job, int64_t from_step) {
 
 int CmdInfo(const Context& c) {
   auto info = c.client.GetServerInfo();
-  if (!info.ok()) return Fail(c.err, info.status());
-  if (c.cl.json) {
+  if (!info.ok()) return Fail(c, info.status());
+  if (c.a.json) {
     c.out << Json(*info) << "\n";
     return kExitOk;
   }
   c.out << "fp8d " << info->version() << "\n";
   c.out << "engine      " << info->engine() << "\n";
   c.out << "device      " << info->device_name()
-        << (info->compute_capability().empty() ? ""
-                                               : absl::StrCat(" (sm ", info->compute_capability(), ")"))
+        << (info->compute_capability().empty()
+                ? ""
+                : absl::StrCat(" (sm ", info->compute_capability(), ")"))
         << "\n";
   c.out << absl::StrFormat("memory      %.1f GiB\n", info->device_memory_bytes() / 1073741824.0);
   c.out << "recipes     " << absl::StrJoin(info->supported_recipes(), ", ") << "\n";
@@ -112,106 +163,175 @@ int CmdInfo(const Context& c) {
   return kExitOk;
 }
 
+int Submitted(const Context& c, const v1::Job& job) {
+  if (c.a.json) {
+    c.out << Json(job) << "\n";
+  } else {
+    c.out << "submitted " << job.name() << " (" << StateName(job.state()) << ")";
+    if (!job.continued_from().empty()) c.out << ", continuing from " << job.continued_from();
+    c.out << "\n";
+  }
+  if (c.a.watch) return Watch(c, job.name(), 0);
+  return kExitOk;
+}
+
 int CmdSubmit(const Context& c) {
-  if (c.cl.positional.size() != 2) return Usage(c.err, "submit needs JOBFILE");
-  const std::string& path = c.cl.positional[1];
-  std::ifstream in(path, std::ios::binary);
-  if (!in) return Fail(c.err, absl::NotFoundError(absl::StrCat("job file `", path, "` cannot be read")));
+  std::ifstream in(c.a.job_file, std::ios::binary);
+  if (!in) {
+    return Fail(c, absl::NotFoundError(absl::StrCat("job file `", c.a.job_file,
+                                                    "` cannot be read")));
+  }
   std::stringstream text;
   text << in.rdbuf();
-  auto job = c.client.SubmitJobText(text.str(), c.cl.GetAll("--set"), c.cl.Get("--request-id"));
-  if (!job.ok()) return Fail(c.err, job.status());
-  if (c.cl.json) {
-    c.out << Json(*job) << "\n";
-  } else {
-    c.out << "submitted " << job->name() << " (" << StateName(job->state()) << ")\n";
-  }
-  if (c.cl.Has("--watch")) return Watch(c, job->name(), 0);
-  return kExitOk;
+  auto job = c.client.SubmitJobText(text.str(), c.a.sets, c.a.request_id);
+  if (!job.ok()) return Fail(c, job.status());
+  return Submitted(c, *job);
 }
 
 int CmdJobs(const Context& c) {
   auto jobs = c.client.ListAllJobs();
-  if (!jobs.ok()) return Fail(c.err, jobs.status());
-  if (c.cl.json) {
-    for (const auto& j : *jobs) c.out << Json(j) << "\n";
+  if (!jobs.ok()) return Fail(c, jobs.status());
+  if (c.a.json) {
+    c.out << JsonArray(*jobs);
     return kExitOk;
   }
-  c.out << absl::StrFormat("%-28s %-10s %13s %9s %-14s %s\n", "JOB", "STATE", "STEP", "LOSS",
-                           "RECIPE", "REASON");
+  if (c.a.quiet) {
+    for (const auto& j : *jobs) c.out << j.name().substr(5) << "\n";
+    return kExitOk;
+  }
+  c.out << absl::StrFormat("%-28s %-10s %13s %9s %-14s %-19s %8s  %s\n", "JOB", "STATE", "STEP",
+                           "LOSS", "RECIPE", "STARTED", "ELAPSED", "REASON");
   for (const auto& j : *jobs) {
-    c.out << absl::StrFormat("%-28s %-10s %6d/%-6d %9.4f %-14s %s\n", j.name(),
+    c.out << absl::StrFormat("%-28s %-10s %6d/%-6d %9.4f %-14s %-19s %8s  %s\n", j.name(),
                              StateName(j.state()), j.step(), j.total_steps(), j.last_loss(),
-                             absl::StrCat(j.recipe().name(), " v", j.recipe_version()), j.reason());
+                             absl::StrCat(j.recipe().name(), " v", j.recipe_version()),
+                             FormatTime(j.start_unix_micros()), Elapsed(j), j.reason());
   }
   return kExitOk;
 }
 
 int CmdShow(const Context& c) {
-  if (c.cl.positional.size() != 2) return Usage(c.err, "show needs JOB");
-  auto job = c.client.GetJob(c.cl.positional[1]);
-  if (!job.ok()) return Fail(c.err, job.status());
+  auto job = c.client.GetJob(c.a.job);
+  if (!job.ok()) return Fail(c, job.status());
   PrintJob(c, *job);
   return kExitOk;
 }
 
 int CmdWatch(const Context& c) {
-  if (c.cl.positional.size() != 2) return Usage(c.err, "watch needs JOB");
-  int64_t from = 0;
-  if (!absl::SimpleAtoi(c.cl.Get("--from-step", "0"), &from) || from < 0) {
-    return Usage(c.err, "--from-step must be a step number >= 0");
-  }
-  return Watch(c, c.cl.positional[1], from);
+  auto from = FromStep(c, c.a.job);
+  if (!from.ok()) return Fail(c, from.status());
+  return Watch(c, c.a.job, *from);
 }
 
-int CmdRecipe(const Context& c) {
-  const auto& p = c.cl.positional;
-  if (p.size() >= 3 && p[1] == "get") {
-    auto state = c.client.GetRecipe(p[2]);
-    if (!state.ok()) return Fail(c.err, state.status());
-    if (c.cl.json) {
-      c.out << Json(*state) << "\n";
+// Events that mean something went wrong, and how loudly.
+std::string EventLevel(const std::string& kind) {
+  if (kind == "failed") return "ERROR";
+  if (kind == "step_skipped" || kind == "cancelled" || kind == "stopped") return "WARN";
+  return "INFO";
+}
+
+std::string EventText(const v1::Event& e) {
+  std::string text = e.kind();
+  if (e.kind() == "recipe_changed") {
+    absl::StrAppend(&text, ": ", e.recipe().name(), " v", e.recipe_version(),
+                    e.amax_handling() == v1::AMAX_RESET ? " (amax reset)" : " (amax kept)");
+  } else if (!e.message().empty()) {
+    absl::StrAppend(&text, ": ", e.message());
+  } else if (!e.checkpoint().empty()) {
+    absl::StrAppend(&text, ": ", e.checkpoint());
+  }
+  return text;
+}
+
+int CmdLogs(const Context& c) {
+  auto from = FromStep(c, c.a.job);
+  if (!from.ok()) return Fail(c, from.status());
+  v1::StreamMetricsRequest request;
+  request.set_name(c.a.job);
+  request.set_from_step(*from);
+  request.set_follow(c.a.follow);
+  bool failure_shown = false;
+  absl::Status s = c.client.StreamMetrics(request, [&](const v1::MetricRecord& r) {
+    if (!r.has_event()) return true;
+    const v1::Event& e = r.event();
+    failure_shown = failure_shown || e.kind() == "failed";
+    if (c.a.json) {
+      c.out << Json(r) << "\n";
     } else {
-      c.out << absl::StrFormat("recipe %s v%d since step %d, FP8 %d/%d layers\n",
-                               state->recipe().name(), state->recipe_version(),
-                               state->since_step(), state->fp8_layers(), state->total_layers());
-      c.out << Json(state->recipe()) << "\n";
+      c.out << absl::StrFormat("%s  step %-7d %-5s  %s\n", FormatTime(r.unix_micros()), e.step(),
+                               EventLevel(e.kind()), EventText(e));
     }
-    return kExitOk;
+    c.out.flush();
+    return true;
+  });
+  if (!s.ok()) return Fail(c, s);
+  // A job that failed before it ran (bad data, an engine that did not start) has only a reason.
+  auto job = c.client.GetJob(c.a.job);
+  if (!job.ok()) return Fail(c, job.status());
+  if (!c.a.json && job->state() == v1::FAILED && !failure_shown) {
+    c.out << absl::StrFormat("%s  step %-7d %-5s  %s\n", FormatTime(job->end_unix_micros()),
+                             job->step(), "ERROR", absl::StrCat("failed: ", job->reason()));
   }
-  if (p.size() != 4 || p[1] != "set") {
-    return Usage(c.err, "expected `recipe get JOB` or `recipe set JOB RECIPE [options]`");
+  return kExitOk;
+}
+
+int CmdCompare(const Context& c) {
+  if (c.a.jobs.size() < 2) return Usage(c, "compare needs two or more jobs");
+  std::vector<RunSummary> runs;
+  for (const std::string& name : c.a.jobs) {
+    auto job = c.client.GetJob(name);
+    if (!job.ok()) return Fail(c, job.status());
+    std::vector<v1::MetricRecord> records;
+    v1::StreamMetricsRequest request;
+    request.set_name(name);
+    absl::Status s = c.client.StreamMetrics(request, [&](const v1::MetricRecord& r) {
+      if (r.has_step() || r.has_eval()) records.push_back(r);
+      return true;
+    });
+    if (!s.ok()) return Fail(c, s);
+    runs.push_back(SummarizeRun(*job, records));
   }
+  c.out << (c.a.json ? CompareJson(runs)
+                     : CompareTable(runs, absl::ToUnixMicros(absl::Now())));
+  return kExitOk;
+}
+
+int CmdRecipeGet(const Context& c) {
+  auto state = c.client.GetRecipe(c.a.job);
+  if (!state.ok()) return Fail(c, state.status());
+  if (c.a.json) {
+    c.out << Json(*state) << "\n";
+  } else {
+    c.out << absl::StrFormat("recipe %s v%d since step %d, FP8 %d/%d layers\n",
+                             state->recipe().name(), state->recipe_version(), state->since_step(),
+                             state->fp8_layers(), state->total_layers());
+    c.out << Json(state->recipe()) << "\n";
+  }
+  return kExitOk;
+}
+
+int CmdRecipeSet(const Context& c) {
   // Start from the active recipe so the job's layer policy carries over to the new recipe.
-  auto current = c.client.GetRecipe(p[2]);
-  if (!current.ok()) return Fail(c.err, current.status());
+  auto current = c.client.GetRecipe(c.a.job);
+  if (!current.ok()) return Fail(c, current.status());
   v1::UpdateRecipeRequest request;
-  request.set_name(p[2]);
+  request.set_name(c.a.job);
   v1::Recipe* recipe = request.mutable_recipe();
   *recipe->mutable_policy() = current->recipe().policy();
-  recipe->set_name(p[3]);
-  recipe->set_format(c.cl.Get("--format"));
-  recipe->set_amax_compute_algo(c.cl.Get("--algo"));
-  int value = 0;
-  if (std::string v = c.cl.Get("--history-len"); !v.empty()) {
-    if (!absl::SimpleAtoi(v, &value)) return Usage(c.err, "--history-len must be an integer");
-    recipe->set_amax_history_len(value);
-  }
-  if (std::string v = c.cl.Get("--margin"); !v.empty()) {
-    if (!absl::SimpleAtoi(v, &value)) return Usage(c.err, "--margin must be an integer");
-    recipe->set_margin(value);
-  }
-  const std::string amax = c.cl.Get("--amax", "keep");
-  if (amax != "keep" && amax != "reset") return Usage(c.err, "--amax must be keep or reset");
-  request.set_amax_handling(amax == "reset" ? v1::AMAX_RESET : v1::AMAX_KEEP);
-  request.set_checkpoint_first(c.cl.Has("--checkpoint-first"));
+  recipe->set_name(c.a.recipe);
+  recipe->set_format(c.a.format);
+  recipe->set_amax_compute_algo(c.a.algo);
+  if (c.a.history_len) recipe->set_amax_history_len(*c.a.history_len);
+  if (c.a.margin) recipe->set_margin(*c.a.margin);
+  request.set_amax_handling(c.a.amax == "reset" ? v1::AMAX_RESET : v1::AMAX_KEEP);
+  request.set_checkpoint_first(c.a.checkpoint_first);
   auto response = c.client.UpdateRecipe(request);
-  if (!response.ok()) return Fail(c.err, response.status());
-  if (c.cl.json) {
+  if (!response.ok()) return Fail(c, response.status());
+  if (c.a.json) {
     c.out << Json(*response) << "\n";
   } else {
-    c.out << absl::StrFormat("recipe %s is version %d, effective before step %d, amax %s\n", p[3],
-                             response->recipe_version(), response->effective_step(),
+    c.out << absl::StrFormat("recipe %s is version %d, effective before step %d, amax %s\n",
+                             c.a.recipe, response->recipe_version(), response->effective_step(),
                              response->amax_handling() == v1::AMAX_RESET ? "reset" : "kept");
     if (!response->checkpoint().empty()) c.out << "checkpoint " << response->checkpoint() << "\n";
   }
@@ -219,158 +339,214 @@ int CmdRecipe(const Context& c) {
 }
 
 int CmdAmax(const Context& c) {
-  if (c.cl.positional.size() != 2) return Usage(c.err, "amax needs JOB");
+  auto from = FromStep(c, c.a.job);
+  if (!from.ok()) return Fail(c, from.status());
   v1::StreamAmaxRequest request;
-  request.set_name(c.cl.positional[1]);
-  request.set_layer_regex(c.cl.Get("--layer"));
-  int64_t from = 0;
-  if (!absl::SimpleAtoi(c.cl.Get("--from-step", "0"), &from) || from < 0) {
-    return Usage(c.err, "--from-step must be a step number >= 0");
-  }
-  request.set_from_step(from);
-  request.set_follow(c.cl.Has("--follow"));
-  const bool csv = c.cl.Has("--csv");
-  const bool table = !csv && !c.cl.json;
-  if (csv) {
+  request.set_name(c.a.job);
+  request.set_layer_regex(c.a.layer);
+  request.set_from_step(*from);
+  request.set_follow(c.a.follow);
+  const bool table = !c.a.csv && !c.a.json;
+  if (c.a.csv) {
     c.out << "step,recipe_version,layer,role,format,amax,scale,frac_saturated,frac_underflow\n";
   }
+  AmaxTable live(isatty(STDOUT_FILENO));
   v1::AmaxRecord last;
   bool any = false;
   absl::Status s = c.client.StreamAmax(request, [&](const v1::AmaxRecord& r) {
     any = true;
-    if (c.cl.json) {
+    if (c.a.json) {
       c.out << Json(r) << "\n";
-    } else if (csv) {
+    } else if (c.a.csv) {
       for (const auto& t : r.tensors()) {
         c.out << absl::StrFormat("%d,%d,%s,%s,%s,%g,%g,%g,%g\n", r.step(), r.recipe_version(),
                                  t.layer(), v1::TensorRole_Name(t.role()), t.format(), t.amax(),
                                  t.scale(), t.frac_saturated(), t.frac_underflow());
       }
+    } else if (c.a.follow) {
+      c.out << live.OnRecord(r);
     } else {
-      last = r;  // the table shows the newest record
+      last = r;  // without --follow the table shows the newest record
     }
     c.out.flush();
     return true;
   });
-  if (!s.ok()) return Fail(c.err, s);
-  if (table) {
-    if (!any) {
-      c.out << "no amax records (the recipe is bf16 or no step has run)\n";
-      return kExitOk;
-    }
-    c.out << absl::StrFormat("step %d, recipe v%d\n", last.step(), last.recipe_version());
-    c.out << absl::StrFormat("%-28s %-12s %-5s %12s %12s %9s %9s\n", "LAYER", "ROLE", "FMT", "AMAX",
-                             "SCALE", "SAT%", "UFLOW%");
-    for (const auto& t : last.tensors()) {
-      c.out << absl::StrFormat("%-28s %-12s %-5s %12.5g %12.5g %9.4f %9.4f\n", t.layer(),
-                               v1::TensorRole_Name(t.role()), t.format(), t.amax(), t.scale(),
-                               100 * t.frac_saturated(), 100 * t.frac_underflow());
-    }
+  if (!s.ok()) return Fail(c, s);
+  if (table && !any) {
+    c.out << "no amax records (the recipe is bf16 or no step has run"
+          << (*from > 0 ? absl::StrCat(" since step ", *from) : "") << ")\n";
+  } else if (table && !c.a.follow) {
+    c.out << AmaxTable::Render(last);
   }
   return kExitOk;
 }
 
-int CmdCheckpoint(const Context& c) {
-  const auto& p = c.cl.positional;
-  if (p.size() < 3) return Usage(c.err, "expected `checkpoint save|list|pull JOB ...`");
-  if (p[1] == "save" && p.size() == 3) {
-    auto ck = c.client.SaveCheckpoint(p[2]);
-    if (!ck.ok()) return Fail(c.err, ck.status());
-    if (c.cl.json) {
-      c.out << Json(*ck) << "\n";
-    } else {
-      c.out << "saved " << ck->name() << " at step " << ck->step() << " (" << ck->size_bytes()
-            << " bytes, sha256 " << ck->sha256() << ")\n";
-    }
-    return kExitOk;
+int CmdCheckpointSave(const Context& c) {
+  auto ck = c.client.SaveCheckpoint(c.a.job);
+  if (!ck.ok()) return Fail(c, ck.status());
+  if (c.a.json) {
+    c.out << Json(*ck) << "\n";
+  } else {
+    c.out << "saved " << ck->name() << " at step " << ck->step() << " (" << ck->size_bytes()
+          << " bytes, sha256 " << ck->sha256() << ")\n";
   }
-  if (p[1] == "list" && p.size() == 3) {
-    auto list = c.client.ListCheckpoints(p[2]);
-    if (!list.ok()) return Fail(c.err, list.status());
-    for (const auto& ck : *list) {
-      if (c.cl.json) {
-        c.out << Json(ck) << "\n";
-      } else {
-        c.out << absl::StrFormat("%-48s step %6d  %10d bytes  recipe v%d  %s\n", ck.name(),
-                                 ck.step(), ck.size_bytes(), ck.recipe_version(), ck.sha256());
-      }
-    }
-    return kExitOk;
-  }
-  if (p[1] == "pull" && (p.size() == 3 || p.size() == 4)) {
-    const std::string out_path = c.cl.Get("--out");
-    if (out_path.empty()) return Usage(c.err, "checkpoint pull needs --out PATH");
-    std::string name = QualifyJobName(p[2]);
-    if (p.size() == 4) {
-      name = p[3].find('/') == std::string::npos ? absl::StrCat(name, "/checkpoints/", p[3]) : p[3];
-    }
-    const bool tty = !c.cl.json && isatty(STDERR_FILENO);
-    auto result = c.client.PullCheckpoint(name, out_path, [&](int64_t done, int64_t total) {
-      if (tty) {
-        c.err << absl::StrFormat("\rpulling %.1f/%.1f MiB", done / 1048576.0, total / 1048576.0);
-      }
-    });
-    if (tty) c.err << "\n";
-    if (!result.ok()) return Fail(c.err, result.status());
-    if (c.cl.json) {
-      c.out << absl::StrFormat(
-          "{\"checkpoint\":\"%s\",\"path\":\"%s\",\"size_bytes\":%d,\"sha256\":\"%s\","
-          "\"resumed_from\":%d}\n",
-          result->checkpoint, result->path, result->size_bytes, result->sha256,
-          result->resumed_from);
-    } else {
-      c.out << "pulled " << result->checkpoint << " to " << result->path << " ("
-            << result->size_bytes << " bytes, sha256 " << result->sha256 << " verified"
-            << (result->resumed_from > 0 ? absl::StrCat(", resumed at byte ", result->resumed_from)
-                                         : "")
-            << ")\n";
-    }
-    return kExitOk;
-  }
-  return Usage(c.err, "expected `checkpoint save|list JOB` or `checkpoint pull JOB [CHECKPOINT] --out PATH`");
+  return kExitOk;
 }
 
-int CmdJobAction(const Context& c, const std::string& verb) {
-  if (c.cl.positional.size() != 2) return Usage(c.err, absl::StrCat(verb, " needs JOB"));
-  const std::string& job = c.cl.positional[1];
-  absl::StatusOr<v1::Job> result = verb == "pause"    ? c.client.PauseJob(job)
-                                   : verb == "resume" ? c.client.ResumeJob(job)
-                                                      : c.client.CancelJob(job);
-  if (!result.ok()) return Fail(c.err, result.status());
+int CmdCheckpointList(const Context& c) {
+  auto list = c.client.ListCheckpoints(c.a.job);
+  if (!list.ok()) return Fail(c, list.status());
+  if (c.a.json) {
+    c.out << JsonArray(*list);
+    return kExitOk;
+  }
+  for (const auto& ck : *list) {
+    c.out << absl::StrFormat("%-48s step %6d  %10d bytes  recipe v%d  %s\n", ck.name(), ck.step(),
+                             ck.size_bytes(), ck.recipe_version(), ck.sha256());
+  }
+  return kExitOk;
+}
+
+// `CHECKPOINT` as a resource name: an id within JOB, or a full name.
+std::string CheckpointName(const std::string& job, const std::string& checkpoint) {
+  if (checkpoint.empty()) return QualifyJobName(job);
+  if (checkpoint.find('/') != std::string::npos) return checkpoint;
+  return absl::StrCat(QualifyJobName(job), "/checkpoints/", checkpoint);
+}
+
+int CmdCheckpointPull(const Context& c) {
+  const std::string& out_path = c.a.out;
+  std::error_code ec;
+  if (std::filesystem::exists(out_path, ec) && !c.a.force) {
+    return Fail(c, absl::AlreadyExistsError(absl::StrCat(
+                       "`", out_path, "` exists; pass --force to overwrite it")));
+  }
+  const bool tty = !c.a.json && isatty(STDERR_FILENO);
+  auto result = c.client.PullCheckpoint(
+      CheckpointName(c.a.job, c.a.checkpoint), out_path, [&](int64_t done, int64_t total) {
+        if (tty) {
+          c.err << absl::StrFormat("\rpulling %.1f/%.1f MiB", done / 1048576.0,
+                                   total / 1048576.0);
+        }
+      });
+  if (tty) c.err << "\n";
+  if (!result.ok()) return Fail(c, result.status());
+  if (c.a.json) {
+    c.out << absl::StrFormat(
+        "{\"checkpoint\":\"%s\",\"path\":\"%s\",\"size_bytes\":%d,\"sha256\":\"%s\","
+        "\"resumed_from\":%d}\n",
+        result->checkpoint, result->path, result->size_bytes, result->sha256,
+        result->resumed_from);
+  } else {
+    c.out << "pulled " << result->checkpoint << " to " << result->path << " ("
+          << result->size_bytes << " bytes, sha256 " << result->sha256 << " verified"
+          << (result->resumed_from > 0 ? absl::StrCat(", resumed at byte ", result->resumed_from)
+                                       : "")
+          << ")\n";
+  }
+  return kExitOk;
+}
+
+int CmdJobAction(const Context& c) {
+  const std::string& verb = c.a.command;
+  absl::StatusOr<v1::Job> result = verb == "pause"    ? c.client.PauseJob(c.a.job)
+                                   : verb == "resume" ? c.client.ResumeJob(c.a.job)
+                                                      : c.client.CancelJob(c.a.job);
+  if (!result.ok()) return Fail(c, result.status());
   PrintJob(c, *result);
   return kExitOk;
 }
 
+int CmdDelete(const Context& c) {
+  auto deleted = c.client.DeleteJob(c.a.job);
+  if (!deleted.ok()) return Fail(c, deleted.status());
+  if (c.a.json) {
+    c.out << Json(*deleted) << "\n";
+  } else {
+    c.out << absl::StrFormat("deleted %s (%.1f MiB of logs and checkpoints freed)\n",
+                             deleted->name(), deleted->freed_bytes() / 1048576.0);
+  }
+  return kExitOk;
+}
+
+int CmdContinue(const Context& c) {
+  auto job = c.client.GetJob(c.a.job);
+  if (!job.ok()) return Fail(c, job.status());
+  v1::SubmitJobRequest request;
+  *request.mutable_spec() = job->spec();
+  if (c.a.steps) {
+    request.mutable_spec()->set_steps(*c.a.steps);
+  } else if (c.a.checkpoint.empty() && job->state() == v1::SUCCEEDED) {
+    return Usage(c, absl::StrCat(job->name(), " ran all its ", job->spec().steps(),
+                                 " steps: give --steps with a larger total"));
+  }
+  for (const auto& s : c.a.sets) request.add_set(s);
+  request.set_continue_from(CheckpointName(c.a.job, c.a.checkpoint));
+  auto submitted = c.client.SubmitJob(request);
+  if (!submitted.ok()) return Fail(c, submitted.status());
+  return Submitted(c, *submitted);
+}
+
 }  // namespace
 
-int RunCommand(const CommandLine& cl, std::ostream& out, std::ostream& err) {
-  if (cl.Has("--help") || cl.positional.empty()) {
-    (cl.positional.empty() && !cl.Has("--help") ? err : out) << UsageText();
-    return cl.Has("--help") ? kExitOk : kExitUsage;
+std::string InterruptMessage(const Fp8ctlArgs& a) {
+  if (a.command == "checkpoint pull") {
+    return absl::StrCat("pull interrupted: what arrived is kept in ", a.out,
+                        ".partial; run the same command again to resume");
   }
+  if (a.command == "watch" || a.command == "submit" || a.command == "continue") {
+    return "detached (the job keeps running)";
+  }
+  if (a.command == "logs" || a.command == "amax") return "stopped (the job keeps running)";
+  return "interrupted";
+}
+
+int RunCommand(const Fp8ctlArgs& a, std::ostream& out, std::ostream& err) {
   ClientOptions options;
-  options.address = cl.addr;
-  options.tls = cl.tls;
-  options.tls_ca_file = cl.tls_ca;
-  if (!cl.token_file.empty()) {
-    auto token = ReadTokenFile(cl.token_file);
-    if (!token.ok()) return Fail(err, token.status());
+  options.address = a.addr;
+  options.tls = a.tls;
+  options.tls_ca_file = a.tls_ca;
+  if (!a.token_file.empty()) {
+    auto token = ReadTokenFile(a.token_file);
+    if (!token.ok()) {
+      err << "fp8ctl: " << absl::StatusCodeToString(token.status().code()) << ": "
+          << token.status().message() << "\n";
+      return kExitError;
+    }
     options.token = *token;
   }
   auto client = TrainerClient::Connect(options);
-  if (!client.ok()) return Fail(err, client.status());
-  Context c{cl, out, err, **client};
-  const std::string& cmd = cl.positional[0];
-  if (cmd == "info") return CmdInfo(c);
-  if (cmd == "submit") return CmdSubmit(c);
-  if (cmd == "jobs") return CmdJobs(c);
-  if (cmd == "show") return CmdShow(c);
-  if (cmd == "watch") return CmdWatch(c);
-  if (cmd == "recipe") return CmdRecipe(c);
-  if (cmd == "amax") return CmdAmax(c);
-  if (cmd == "checkpoint") return CmdCheckpoint(c);
-  if (cmd == "pause" || cmd == "resume" || cmd == "cancel") return CmdJobAction(c, cmd);
-  return Usage(err, absl::StrCat("unknown command `", cmd, "`"));
+  if (!client.ok()) {
+    err << "fp8ctl: " << client.status().message() << "\n";
+    return kExitError;
+  }
+  Context c{a, out, err, **client};
+  static const auto* kCommands = new std::map<std::string, std::function<int(const Context&)>>{
+      {"info", CmdInfo},
+      {"submit", CmdSubmit},
+      {"jobs", CmdJobs},
+      {"show", CmdShow},
+      {"watch", CmdWatch},
+      {"logs", CmdLogs},
+      {"compare", CmdCompare},
+      {"recipe get", CmdRecipeGet},
+      {"recipe set", CmdRecipeSet},
+      {"amax", CmdAmax},
+      {"checkpoint save", CmdCheckpointSave},
+      {"checkpoint list", CmdCheckpointList},
+      {"checkpoint pull", CmdCheckpointPull},
+      {"pause", CmdJobAction},
+      {"resume", CmdJobAction},
+      {"cancel", CmdJobAction},
+      {"delete", CmdDelete},
+      {"continue", CmdContinue},
+  };
+  auto it = kCommands->find(a.command);
+  if (it == kCommands->end()) {
+    err << "fp8ctl: no command `" << a.command << "`. Run `fp8ctl --help` for the commands.\n";
+    return kExitUsage;
+  }
+  return it->second(c);
 }
 
 }  // namespace fp8d::client

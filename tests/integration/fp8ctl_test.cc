@@ -3,6 +3,7 @@
 #include <filesystem>
 
 #include "absl/strings/match.h"
+#include "absl/strings/str_cat.h"
 #include "absl/strings/str_split.h"
 #include "core/sha256.h"
 #include "google/protobuf/util/json_util.h"
@@ -93,12 +94,14 @@ TEST_F(Fp8ctl, CheckpointListAndPullVerifyTheHashAndResumeAPartialFile) {
   ASSERT_EQ(Run({"watch", job}).exit_code, 0);
   auto list = Run({"--json", "checkpoint", "list", job});
   ASSERT_EQ(list.exit_code, 0) << list.err;
-  std::vector<v1::Checkpoint> checkpoints;
-  for (const auto& line : Lines(list.out)) {
-    v1::Checkpoint c;
-    ASSERT_TRUE(google::protobuf::util::JsonStringToMessage(line, &c).ok()) << line;
-    checkpoints.push_back(c);
-  }
+  // A list is one JSON array.
+  v1::ListCheckpointsResponse parsed;
+  ASSERT_TRUE(google::protobuf::util::JsonStringToMessage(
+                  absl::StrCat("{\"checkpoints\":", list.out, "}"), &parsed)
+                  .ok())
+      << list.out;
+  ASSERT_EQ(Lines(list.out).size(), 1u) << list.out;
+  std::vector<v1::Checkpoint> checkpoints(parsed.checkpoints().begin(), parsed.checkpoints().end());
   ASSERT_EQ(checkpoints.size(), 2u) << list.out;  // steps 10 and 20
   EXPECT_EQ(checkpoints.back().step(), 20);
 
@@ -123,6 +126,7 @@ TEST_F(Fp8ctl, CheckpointListAndPullVerifyTheHashAndResumeAPartialFile) {
   EXPECT_FALSE(std::filesystem::exists(out2 + ".partial"));
 
   // A partial of some other file fails verification once, then is pulled afresh.
+  std::filesystem::remove(out2);
   WriteFile(out2 + ".partial", std::string(2000, 'x'));
   auto repaired = Run({"checkpoint", "pull", job, first_id, "--out", out2});
   ASSERT_EQ(repaired.exit_code, 0) << repaired.err;
