@@ -18,7 +18,7 @@ BUNDLE="$ROOT/bundle"
 JOBS="${JOBS:-2}"
 MAX_BUNDLE_MB=64
 TARGETS=(fp8d_gpu_tests fp8d-bench)
-OPTIONAL_TARGETS=(fp8d fp8ctl fp8d-gemm-bench fp8d_integration_tests)
+OPTIONAL_TARGETS=(fp8d fp8ctl fp8d-gemm-bench fp8d_integration_tests fp8d-metrics)
 
 if [ "${SKIP_BUILD:-0}" != 1 ]; then
   cmake -S "$ROOT" -B "$BUILD_DIR" -G Ninja \
@@ -57,6 +57,8 @@ for b in "$BUNDLE"/bin/*; do
 done
 
 cp "$ROOT/tests/bench/torch_peer.py" "$BUNDLE/"
+# Reads the runs' TensorBoard event files with the tensorboard package of the GPU machine.
+cp "$ROOT/tests/integration/tensorboard_check.py" "$BUNDLE/"
 # The demo job and its data (Debian's fortune cookies), for the daemon run on the GPU.
 mkdir -p "$BUNDLE/demo"
 cp "$ROOT/deploy/jobs/demo.yaml" "$BUNDLE/demo/"

@@ -9,7 +9,8 @@
 #   TIER=long bundle/run-gpu-suite.sh    # the rest (about 9 minutes): the 1b determinism runs,
 #                                        # FP8 loss parity on real text, the daemon on the GPU
 #                                        # (demo job, recipe switch, kill -9 and exact resume,
-#                                        # overhead with 8 streaming clients), fp8d-bench and
+#                                        # overhead with 8 streaming clients), the runs'
+#                                        # TensorBoard files read by tensorboard, fp8d-bench and
 #                                        # fp8d-gemm-bench; RUN_PEER=1 adds the PyTorch peer
 #
 # GTEST_FILTER replaces the tier's test filter; BENCH_ARGS are passed to fp8d-bench. Exit status
@@ -64,8 +65,9 @@ if [ "$TIER" = long ]; then
   step bench "$HERE/bin/fp8d-bench" ${BENCH_ARGS:-}
 
   # The demo job through the daemon on the GPU, followed with fp8ctl.
+  DEMO_DIR="$(mktemp -d)"
   demo() {
-    local dir; dir="$(mktemp -d)"
+    local dir="$DEMO_DIR"
     export FP8D_ADDR=127.0.0.1:7071
     "$HERE/bin/fp8d" --listen "$FP8D_ADDR" --state-dir "$dir/state" --data-root "$HERE/demo" \
       --engine cuda >"$LOGS/daemon.log" 2>&1 &
@@ -79,6 +81,24 @@ if [ "$TIER" = long ]; then
     return $demo_rc
   }
   step demo demo
+
+  # TensorBoard's own reader on the event files of the demo job (bf16) and of the demo in delayed
+  # FP8 on the GPU, value by value against their logs.
+  tensorboard_check() {
+    export FP8D_ADDR=127.0.0.1:7072
+    "$HERE/bin/fp8d" --listen "$FP8D_ADDR" --state-dir "$DEMO_DIR/fp8" --data-root "$HERE/demo" \
+      --engine cuda >"$LOGS/daemon_fp8.log" 2>&1 &
+    local daemon=$!
+    for _ in $(seq 50); do "$HERE/bin/fp8ctl" info >/dev/null 2>&1 && break; sleep 0.2; done
+    timeout 300 "$HERE/bin/fp8ctl" submit "$HERE/demo/demo.yaml" --set data.train=cookie.txt \
+      --set recipe.name=delayed --watch >"$LOGS/demo_fp8.log" 2>&1
+    local fp8_rc=$?
+    kill "$daemon" 2>/dev/null; wait "$daemon" 2>/dev/null
+    [ "$fp8_rc" -eq 0 ] || { echo "the delayed demo job failed: see $LOGS/demo_fp8.log"; return 1; }
+    python3 "$HERE/tensorboard_check.py" --fp8d-metrics "$HERE/bin/fp8d-metrics" \
+      "$DEMO_DIR"/state/jobs/*/ "$DEMO_DIR"/fp8/jobs/*/
+  }
+  step tensorboard_check tensorboard_check
 
   # bf16 -> delayed -> current -> bf16, kill -9 and exact resume, and the daemon's overhead with
   # 8 clients streaming metrics and amax, through fp8d --engine cuda.
