@@ -73,14 +73,16 @@ std::unique_ptr<CLI::App> BuildApp(Fp8ctlArgs* a) {
 
   app->add_subcommand("info", "daemon version, device, supported recipes, queue");
 
-  auto* submit = app->add_subcommand("submit", "queue a job file (YAML or JSON, parsed by the daemon)");
+  auto* submit =
+      app->add_subcommand("submit", "queue a job file (YAML or JSON, parsed by the daemon)");
   submit->add_option("JOBFILE", a->job_file, "the job file")->required();
   submit->add_option("--set", a->sets, "override a field: dotted.key=value (repeatable)");
   submit->add_option("--request-id", a->request_id,
                      "idempotency key: submitting again with it returns the same job");
   submit->add_flag("--watch", a->watch, "then follow the job as `watch` does");
 
-  auto* jobs = app->add_subcommand("jobs", "every job with state, progress, start and elapsed time");
+  auto* jobs =
+      app->add_subcommand("jobs", "every job with state, progress, start and elapsed time");
   jobs->add_flag("-q,--quiet", a->quiet, "job ids only, one per line");
 
   AddJob(app->add_subcommand("show", "one job in detail"), a);
@@ -103,7 +105,8 @@ std::unique_ptr<CLI::App> BuildApp(Fp8ctlArgs* a) {
   recipe->require_subcommand(1);
   AddJob(recipe->add_subcommand("get", "active recipe, version, since which step, FP8 layers"), a);
   auto* set = recipe->add_subcommand(
-      "set", "change the recipe of a running job; answers the version and the step it applies from");
+      "set",
+      "change the recipe of a running job; answers the version and the step it applies from");
   AddJob(set, a);
   set->add_option("RECIPE", a->recipe, "bf16, delayed, current, rowwise, blockwise or mxfp8")
       ->required();
@@ -230,7 +233,9 @@ std::optional<int> ParseFp8ctlArgs(const std::vector<std::string>& args,
       return kExitOk;
     }
     std::string prefix = "fp8ctl";  // help() appends the command's own name
-    for (size_t i = 0; i + 1 < a.help_words.size(); ++i) absl::StrAppend(&prefix, " ", a.help_words[i]);
+    for (size_t i = 0; i + 1 < a.help_words.size(); ++i) {
+      absl::StrAppend(&prefix, " ", a.help_words[i]);
+    }
     out << target->help(prefix);
     return kExitOk;
   }

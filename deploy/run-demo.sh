@@ -31,7 +31,8 @@ done
 build/client/fp8ctl info
 
 job=$(build/client/fp8ctl submit deploy/jobs/demo.yaml "$@" | awk '/^submitted/ {print $2}')
-echo "dashboard: http://127.0.0.1:$((port + 1))/   TensorBoard: tensorboard --logdir runs/fp8d-state/jobs"
+echo "dashboard: http://127.0.0.1:$((port + 1))/"
+echo "TensorBoard: tensorboard --logdir runs/fp8d-state/jobs"
 echo "watching ${job} (Ctrl-C ends the demo; the daemon checkpoints the job on the way out)"
 build/client/fp8ctl watch "${job}"
 build/client/fp8ctl checkpoint pull "${job}" --out runs/demo/demo.safetensors

@@ -156,7 +156,7 @@ std::vector<MetricFamily> PrometheusExporter::Collect() const {
   std::sort(ended.begin(), ended.end(), [](const v1::Job* a, const v1::Job* b) {
     return a->end_unix_micros() > b->end_unix_micros();
   });
-  if (ended.size() > kExportedEndedJobs) ended.resize(kExportedEndedJobs);
+  if (ended.size() > static_cast<size_t>(kExportedEndedJobs)) ended.resize(kExportedEndedJobs);
   exported.insert(exported.end(), ended.begin(), ended.end());
 
   absl::MutexLock lock(&mu_);

@@ -4,8 +4,8 @@
 //              [--resume CHECKPOINT] [--data-root DIR]
 //
 // Writes checkpoints to DIR/checkpoints and the metric and amax logs and a TensorBoard event
-// file to DIR (default runs/<job name>). Ctrl-C stops at the next step boundary after writing a checkpoint that
-// --resume continues from.
+// file to DIR (default runs/<job name>). Ctrl-C stops at the next step boundary after writing a
+// checkpoint that --resume continues from.
 #include <unistd.h>
 
 #include <atomic>

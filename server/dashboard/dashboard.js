@@ -83,7 +83,8 @@ function lineChart(svg, { series, markers = [], xMax, yFormat = fmt, emptyText =
   svg.dataset.points = series.length ? series[0].points.length : 0;
   svg.dataset.markers = markers.length;
   if (!all.length) {
-    svg.append(el('text', { x: W / 2, y: H / 2, 'text-anchor': 'middle', class: 'empty' }, emptyText));
+    svg.append(el('text', { x: W / 2, y: H / 2, 'text-anchor': 'middle', class: 'empty' },
+                  emptyText));
     return;
   }
   const xs = all.map((p) => p[0]);
@@ -210,7 +211,8 @@ function heatmap(svg, job, mode) {
     }
   });
   for (const t of niceTicks(1, total, 8)) {
-    svg.append(el('text', { x: sx(t - 0.5), y: H - 6, 'text-anchor': 'middle' }, String(Math.round(t))));
+    svg.append(el('text', { x: sx(t - 0.5), y: H - 6, 'text-anchor': 'middle' },
+                  String(Math.round(t))));
   }
   // A recipe change after step N takes effect from step N + 1: the line sits between them.
   for (const m of job.markers.filter((m) => m.kind === 'recipe_changed')) {
@@ -246,7 +248,8 @@ function markerFor(e) {
 // Fetches every new page of the job's metric and amax logs.
 async function pollJob(view) {
   for (let more = true; more;) {
-    const page = await getJson(`/api/jobs/${encodeURIComponent(view.id)}/metrics?cursor=${view.cursor}`);
+    const api = `/api/jobs/${encodeURIComponent(view.id)}`;
+    const page = await getJson(`${api}/metrics?cursor=${view.cursor}`);
     view.cursor = page.cursor;
     more = page.more;
     view.steps = bound(view.steps.concat(page.steps), kMaxPoints);
@@ -259,7 +262,8 @@ async function pollJob(view) {
     view.markers = view.markers.slice(-200);
   }
   for (let more = true; more;) {
-    const page = await getJson(`/api/jobs/${encodeURIComponent(view.id)}/amax?cursor=${view.amaxCursor}&every=${view.every}`);
+    const api = `/api/jobs/${encodeURIComponent(view.id)}`;
+    const page = await getJson(`${api}/amax?cursor=${view.amaxCursor}&every=${view.every}`);
     view.amaxCursor = page.cursor;
     more = page.more;
     const local = page.tensors.map((name) => {
@@ -321,10 +325,12 @@ function renderJob() {
   section.dataset.job = j.id;
   document.getElementById('job-title').textContent = `${j.id} (${j.name || 'unnamed'})`;
   const now = Date.now() * 1000;
-  const elapsed = j.start_unix_micros ? ((j.end_unix_micros || now) - j.start_unix_micros) / 1e6 : NaN;
+  const elapsed =
+      j.start_unix_micros ? ((j.end_unix_micros || now) - j.start_unix_micros) / 1e6 : NaN;
   document.getElementById('job-summary').textContent =
       `${j.state}${j.reason ? ` (${j.reason})` : ''} · step ${j.step}/${j.total_steps} · ` +
-      `recipe ${j.recipe} v${j.recipe_version} · FP8 ${j.fp8_layers}/${j.total_layers} layers · ` +
+      `recipe ${j.recipe} v${j.recipe_version} · ` +
+      `FP8 ${j.fp8_layers}/${j.total_layers} layers · ` +
       `model ${j.model || 'custom'} · elapsed ${duration(elapsed)}`;
   const steps = view.steps;
   lineChart(document.getElementById('loss-chart'), {
@@ -333,7 +339,8 @@ function renderJob() {
     markers: view.markers, xMax: view.totalSteps,
   });
   document.getElementById('loss-chart').dataset.evalPoints = view.evals.length;
-  document.getElementById('loss-chart').dataset.lastStep = steps.length ? steps[steps.length - 1][0] : '';
+  document.getElementById('loss-chart').dataset.lastStep =
+      steps.length ? steps[steps.length - 1][0] : '';
   const recipeMarkers = view.markers.filter((m) => m.kind === 'recipe_changed');
   lineChart(document.getElementById('lr-chart'), {
     series: [{ points: steps.map((s) => [s[0], s[2]]), cls: 'line' }], markers: recipeMarkers,
@@ -403,7 +410,9 @@ async function loop() {
 for (const b of document.querySelectorAll('#heatmap-modes button')) {
   b.addEventListener('click', () => {
     state.mode = b.dataset.mode;
-    for (const o of document.querySelectorAll('#heatmap-modes button')) o.classList.toggle('active', o === b);
+    for (const o of document.querySelectorAll('#heatmap-modes button')) {
+      o.classList.toggle('active', o === b);
+    }
     renderJob();
   });
 }

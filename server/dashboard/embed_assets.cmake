@@ -27,7 +27,8 @@ foreach(asset ${ASSETS})
 endforeach()
 file(WRITE ${OUTPUT}.tmp
   "// Generated from server/dashboard/ by embed_assets.cmake. Do not edit.\n"
-  "#include \"server/dashboard_assets.h\"\n\nnamespace fp8d {\nnamespace {\n${body}}  // namespace\n\n"
+  "#include \"server/dashboard_assets.h\"\n\n"
+  "namespace fp8d {\nnamespace {\n${body}}  // namespace\n\n"
   "const std::vector<DashboardAsset>& DashboardAssets() {\n"
   "  static const auto* kAssets = new std::vector<DashboardAsset>{\n${entries}  };\n"
   "  return *kAssets;\n}\n\n}  // namespace fp8d\n")

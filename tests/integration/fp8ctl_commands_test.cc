@@ -363,11 +363,13 @@ TEST_F(Fp8ctlCommands, CompareShowsRunsSideBySide) {
   ASSERT_EQ(table.exit_code, 0) << table.err;
   const auto lines = Lines(table.out);
   ASSERT_GE(lines.size(), 9u) << table.out;
-  EXPECT_TRUE(absl::StrContains(lines[0], bf16.substr(5)) && absl::StrContains(lines[0], fp8.substr(5)))
+  EXPECT_TRUE(absl::StrContains(lines[0], bf16.substr(5)) &&
+              absl::StrContains(lines[0], fp8.substr(5)))
       << table.out;
   EXPECT_TRUE(std::regex_search(table.out, std::regex("final eval loss +[0-9.]+ @20 +[0-9.]+ @20")))
       << table.out;
-  EXPECT_TRUE(std::regex_search(table.out, std::regex("recipes +bf16 v1 +delayed v1"))) << table.out;
+  EXPECT_TRUE(std::regex_search(table.out, std::regex("recipes +bf16 v1 +delayed v1")))
+      << table.out;
   EXPECT_TRUE(absl::StrContains(table.out, "tokens/s (median)")) << table.out;
 
   auto json = Run({"--json", "compare", bf16, fp8});

@@ -57,7 +57,8 @@ TEST(HttpListener, TokenGuardsMetricsApiAndDashboardButNotHealth) {
   ASSERT_TRUE(scrape);
   EXPECT_EQ(scrape->status, 200);
   EXPECT_TRUE(absl::StrContains(scrape->body, "\nfp8d_uptime_seconds ")) << scrape->body;
-  EXPECT_TRUE(absl::StartsWith(scrape->get_header_value("Content-Type"), "text/plain; version=0.0.4"));
+  EXPECT_TRUE(absl::StartsWith(scrape->get_header_value("Content-Type"),
+                               "text/plain; version=0.0.4"));
 
   // The browser: a login form, then the cookie it sets opens the dashboard and its API.
   auto page = http.Get("/");
@@ -190,7 +191,8 @@ TEST(HttpListener, RefusesToListenBeyondLoopbackWithoutTokenOrTls) {
   // A port another listener holds is an error at startup, not a silent daemon without HTTP.
   HttpDaemon first = StartHttpDaemon("http-first");
   ASSERT_TRUE(first.daemon->Start().ok());
-  auto taken = RunProcess({BinaryPath("fp8d"), "--listen", absl::StrCat("127.0.0.1:", PickFreePort()),
+  auto taken = RunProcess({BinaryPath("fp8d"), "--listen",
+                           absl::StrCat("127.0.0.1:", PickFreePort()),
                            "--http-listen", absl::StrCat("127.0.0.1:", first.http_port),
                            "--state-dir", root + "/state2", "--engine", "cpu"},
                           absl::Seconds(20));

@@ -127,7 +127,8 @@ class PrometheusServer {
     if (!result.ok()) return out;
     for (const auto& series : result->values()) {
       std::map<std::string, std::string> labels;
-      for (const auto& [k, v] : series.struct_value().fields().at("metric").struct_value().fields()) {
+      const auto& metric = series.struct_value().fields().at("metric").struct_value();
+      for (const auto& [k, v] : metric.fields()) {
         if (k != "__name__" && k != "job" && k != "instance") labels[k] = v.string_value();
       }
       for (const auto& pair : series.struct_value().fields().at("values").list_value().values()) {
@@ -434,7 +435,9 @@ void CheckTensorBoard(const DemoRun& s) {
     EXPECT_EQ(train[step].scalars.at("recipe/version"), m.recipe_version()) << step;
   }
   ASSERT_EQ(eval.size(), s.logs.evals.size());
-  for (const auto& [step, e] : s.logs.evals) EXPECT_EQ(eval[step].scalars.at("eval/loss"), e.loss());
+  for (const auto& [step, e] : s.logs.evals) {
+    EXPECT_EQ(eval[step].scalars.at("eval/loss"), e.loss());
+  }
   // 120 steps are fewer than kTensorBoardAmaxPoints: the statistics of every FP8 step.
   ASSERT_EQ(fp8.size(), s.logs.amax.size());
   for (const auto& [step, record] : s.logs.amax) {
