@@ -2,6 +2,7 @@
 
 #include <algorithm>
 #include <cmath>
+#include <filesystem>
 #include <fstream>
 #include <limits>
 #include <set>
@@ -262,6 +263,54 @@ absl::StatusOr<fp8d::v1::JobSpec> YamlToSpec(const YAML::Node& root, const std::
   return spec;
 }
 
+// Offset of the first NUL byte or byte that is not part of valid UTF-8, or -1.
+int64_t FirstNonTextByte(std::string_view text) {
+  const auto* p = reinterpret_cast<const unsigned char*>(text.data());
+  const int64_t n = static_cast<int64_t>(text.size());
+  for (int64_t i = 0; i < n;) {
+    const unsigned char c = p[i];
+    if (c == 0) return i;
+    if (c < 0x80) {
+      ++i;
+      continue;
+    }
+    int len = 0;
+    uint32_t cp = 0;
+    if ((c & 0xE0) == 0xC0) {
+      len = 2;
+      cp = c & 0x1F;
+    } else if ((c & 0xF0) == 0xE0) {
+      len = 3;
+      cp = c & 0x0F;
+    } else if ((c & 0xF8) == 0xF0) {
+      len = 4;
+      cp = c & 0x07;
+    } else {
+      return i;
+    }
+    if (i + len > n) return i;
+    for (int k = 1; k < len; ++k) {
+      if ((p[i + k] & 0xC0) != 0x80) return i;
+      cp = (cp << 6) | (p[i + k] & 0x3F);
+    }
+    const uint32_t min_cp = len == 2 ? 0x80 : len == 3 ? 0x800 : 0x10000;
+    if (cp < min_cp || cp > 0x10FFFF || (cp >= 0xD800 && cp <= 0xDFFF)) return i;
+    i += len;
+  }
+  return -1;
+}
+
+// Deepest nesting of [ and { (quotes ignored: an over-estimate, fine for a limit far above any
+// real job file), so a file cannot make the YAML parser recurse without bound.
+int BracketDepth(std::string_view text) {
+  int depth = 0, deepest = 0;
+  for (char c : text) {
+    if (c == '[' || c == '{') deepest = std::max(deepest, ++depth);
+    if ((c == ']' || c == '}') && depth > 0) --depth;
+  }
+  return deepest;
+}
+
 absl::Status Range(const std::string& field, double value, const std::string& allowed) {
   return absl::InvalidArgumentError(
       absl::StrCat(field, " = ", absl::StrFormat("%g", value), " is out of range: allowed ", allowed));
@@ -272,18 +321,49 @@ absl::Status Range(const std::string& field, double value, const std::string& al
 absl::StatusOr<fp8d::v1::JobSpec> ParseJobText(std::string_view text,
                                                std::string_view source_view) {
   const std::string source_name(source_view);
-  YAML::Node root;
+  if (text.size() > kMaxJobFileBytes) {
+    return absl::InvalidArgumentError(absl::StrCat(source_name, " is ", text.size(),
+                                                   " bytes: a job file is at most ",
+                                                   kMaxJobFileBytes, " bytes"));
+  }
+  if (const int64_t bad = FirstNonTextByte(text); bad >= 0) {
+    return absl::InvalidArgumentError(absl::StrFormat(
+        "%s is not a text file (byte 0x%02x at offset %d is %s): a job file is YAML or JSON "
+        "text in UTF-8",
+        source_name, static_cast<unsigned char>(text[bad]), bad,
+        text[bad] == '\0' ? "NUL" : "not valid UTF-8"));
+  }
+  if (const int depth = BracketDepth(text); depth > kMaxJobFileNesting) {
+    return absl::InvalidArgumentError(absl::StrCat(source_name, " nests brackets ", depth,
+                                                   " levels deep: allowed at most ",
+                                                   kMaxJobFileNesting));
+  }
+  std::vector<YAML::Node> documents;
   try {
-    root = YAML::Load(std::string(text));
+    documents = YAML::LoadAll(std::string(text));
   } catch (const YAML::Exception& e) {
     return absl::InvalidArgumentError(absl::StrCat(source_name, " (line ", e.mark.line + 1,
                                                    ", column ", e.mark.column + 1,
                                                    "): not valid YAML or JSON: ", e.msg));
   }
-  return YamlToSpec(root, source_name);
+  if (documents.size() > 1) {
+    return absl::InvalidArgumentError(absl::StrCat(
+        source_name, " holds ", documents.size(),
+        " YAML documents (separated by `---`): a job file holds one job"));
+  }
+  if (documents.empty() || documents[0].IsNull()) {
+    return absl::InvalidArgumentError(absl::StrCat(
+        source_name, " is empty: a job file is a YAML or JSON mapping of JobSpec fields (name, "
+        "model, data, steps, ...)"));
+  }
+  return YamlToSpec(documents[0], source_name);
 }
 
 absl::StatusOr<fp8d::v1::JobSpec> ParseJobFile(const std::string& path) {
+  std::error_code ec;
+  if (std::filesystem::is_directory(path, ec)) {
+    return absl::InvalidArgumentError(absl::StrCat("job file ", path, " is a directory"));
+  }
   std::ifstream in(path, std::ios::binary);
   if (!in) return absl::NotFoundError(absl::StrCat("cannot read job file ", path));
   std::stringstream buf;
