@@ -111,9 +111,11 @@ absl::StatusOr<v1::Job> TrainerClient::SubmitJob(const v1::SubmitJobRequest& req
 
 absl::StatusOr<v1::Job> TrainerClient::SubmitJobText(const std::string& text,
                                                      const std::vector<std::string>& sets,
-                                                     const std::string& request_id) {
+                                                     const std::string& request_id,
+                                                     const std::string& file_name) {
   v1::SubmitJobRequest request;
   request.set_spec_text(text);
+  request.set_spec_file(file_name);
   for (const auto& s : sets) request.add_set(s);
   request.set_request_id(request_id);
   return SubmitJob(request);
