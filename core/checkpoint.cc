@@ -229,8 +229,12 @@ absl::Status WriteSmallFileAtomically(const std::string& path, const std::string
   Fd fd(::open(tmp.c_str(), O_WRONLY | O_CREAT | O_EXCL | O_CLOEXEC, 0600));
   if (fd.get() < 0) return absl::ErrnoToStatus(errno, absl::StrCat("cannot create ", tmp));
   absl::Status s = WriteAll(fd.get(), contents.data(), contents.size(), tmp);
-  if (s.ok() && ::fsync(fd.get()) != 0) s = absl::ErrnoToStatus(errno, absl::StrCat("cannot fsync ", tmp));
-  if (s.ok() && ::close(fd.release()) != 0) s = absl::ErrnoToStatus(errno, absl::StrCat("cannot close ", tmp));
+  if (s.ok() && ::fsync(fd.get()) != 0) {
+    s = absl::ErrnoToStatus(errno, absl::StrCat("cannot fsync ", tmp));
+  }
+  if (s.ok() && ::close(fd.release()) != 0) {
+    s = absl::ErrnoToStatus(errno, absl::StrCat("cannot close ", tmp));
+  }
   if (s.ok() && ::rename(tmp.c_str(), path.c_str()) != 0) {
     s = absl::ErrnoToStatus(errno, absl::StrCat("cannot rename ", tmp, " to ", path));
   }
@@ -263,7 +267,8 @@ absl::StatusOr<std::string> WriteCheckpoint(const std::string& path, const Tenso
                                     t.data.size() * sizeof(float)));
   }
   absl::StatusOr<std::string> header = SerializeSafetensorsHeader(
-      tensors, {{kCheckpointMetadataKey, meta_json}, {kCheckpointContentShaKey, content.HexDigest()}});
+      tensors,
+      {{kCheckpointMetadataKey, meta_json}, {kCheckpointContentShaKey, content.HexDigest()}});
   if (!header.ok()) return header.status();
 
   const fs::path target(path);

@@ -90,7 +90,8 @@ class LogFile {
   // `n` bytes at `offset`, or empty when they are not all in the file.
   std::string_view At(int64_t offset, int64_t n) {
     if (offset < 0 || n < 0 || offset + n > size_) return {};
-    if (offset < window_begin_ || offset + n > window_begin_ + static_cast<int64_t>(window_.size())) {
+    const int64_t window_end = window_begin_ + static_cast<int64_t>(window_.size());
+    if (offset < window_begin_ || offset + n > window_end) {
       const int64_t want = std::min<int64_t>(std::max<int64_t>(n, kWindowBytes), size_ - offset);
       window_.resize(static_cast<size_t>(want));
       int64_t done = 0;

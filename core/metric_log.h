@@ -51,8 +51,9 @@ struct LogDamage {
 };
 
 // One append-only record file. Open() creates it (with its header) or validates the header
-// (rewriting a damaged one), skips damaged records and truncates a torn tail; Append() writes one framed record and hands it to the kernel before
-// returning, so a reader in another thread or process sees it and a process crash cannot lose it.
+// (rewriting a damaged one), skips damaged records and truncates a torn tail; Append() writes
+// one framed record and hands it to the kernel before returning, so a reader in another thread
+// or process sees it and a process crash cannot lose it.
 class RecordLog {
  public:
   // `on_record` sees every intact record found on open.

@@ -55,9 +55,10 @@ absl::StatusOr<std::unique_ptr<JobTelemetry>> JobTelemetry::Open(const std::stri
   telemetry->metric_end_ = FileSize(telemetry->log_->metric_path());
   telemetry->amax_end_ = FileSize(telemetry->log_->amax_path());
   // Damage found on opening is reported where users look: in the job's metric stream.
-  for (const auto& [file, damage] : {std::pair<const char*, LogDamage>{kMetricLogFile,
-                                                                      telemetry->log_->metric_damage()},
-                                     {kAmaxLogFile, telemetry->log_->amax_damage()}}) {
+  const std::pair<const char*, LogDamage> logs[] = {
+      {kMetricLogFile, telemetry->log_->metric_damage()},
+      {kAmaxLogFile, telemetry->log_->amax_damage()}};
+  for (const auto& [file, damage] : logs) {
     if (!damage.any()) continue;
     fp8d::v1::MetricRecord event;
     event.mutable_event()->set_step(telemetry->log_->last_logged_step());

@@ -1,5 +1,6 @@
 #include "server/trainer_service.h"
 
+#include <algorithm>
 #include <filesystem>
 #include <optional>
 
@@ -265,9 +266,39 @@ grpc::Status TrainerService::ListCheckpoints(grpc::ServerContext* ctx,
                                              const v1::ListCheckpointsRequest* req,
                                              v1::ListCheckpointsResponse* resp) {
   FP8D_AUTHORIZE(ctx);
+  if (req->page_size() < 0) {
+    return grpc::Status(grpc::StatusCode::INVALID_ARGUMENT,
+                        absl::StrCat("page_size ", req->page_size(),
+                                     " is out of range: allowed 0..", kMaxCheckpointPageSize,
+                                     " (0 = ", kMaxCheckpointPageSize, ")"));
+  }
   auto list = registry_->ListCheckpoints(req->name());
   if (!list.ok()) return ToGrpcStatus(list.status());
-  for (auto& c : *list) *resp->add_checkpoints() = std::move(c);
+  // Pages start after the checkpoint named by the token (listings are in step order), and end
+  // at page_size entries or kMaxListResponseBytes.
+  size_t first = 0;
+  if (!req->page_token().empty()) {
+    auto after = std::find_if(list->begin(), list->end(), [&](const v1::Checkpoint& c) {
+      return c.name() == req->page_token();
+    });
+    if (after == list->end()) {
+      return grpc::Status(grpc::StatusCode::INVALID_ARGUMENT,
+                          absl::StrCat("page_token `", req->page_token(),
+                                       "` is not a token from a previous ListCheckpoints reply"));
+    }
+    first = static_cast<size_t>(after - list->begin()) + 1;
+  }
+  const size_t limit = req->page_size() == 0
+                           ? kMaxCheckpointPageSize
+                           : std::min<size_t>(req->page_size(), kMaxCheckpointPageSize);
+  size_t bytes = 0, i = first;
+  for (; i < list->size() && i - first < limit; ++i) {
+    const size_t add = (*list)[i].ByteSizeLong();
+    if (i > first && bytes + add > kMaxListResponseBytes) break;
+    bytes += add;
+    *resp->add_checkpoints() = std::move((*list)[i]);
+  }
+  if (i < list->size()) resp->set_next_page_token(resp->checkpoints().rbegin()->name());
   return grpc::Status::OK;
 }
 

@@ -12,6 +12,8 @@
 
 namespace fp8d {
 
+inline constexpr size_t kMaxCheckpointPageSize = 1000;
+
 struct TrainerServiceOptions {
   // Empty = no authentication (loopback, or TLS with verified client certificates; fp8d_main
   // enforces that).

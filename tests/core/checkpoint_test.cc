@@ -183,7 +183,8 @@ TEST_F(CheckpointTest, FormatOneFilesStillRead) {
     data.append(reinterpret_cast<const char*>(t.data.data()), t.data.size() * sizeof(float));
   }
   auto bytes = SerializeSafetensors(
-      SampleState(), {{kCheckpointMetadataKey, meta_json}, {kCheckpointDataShaKey, Sha256Hex(data)}});
+      SampleState(),
+      {{kCheckpointMetadataKey, meta_json}, {kCheckpointDataShaKey, Sha256Hex(data)}});
   ASSERT_TRUE(bytes.ok());
   WriteAll(path, *bytes);
   auto loaded = ReadCheckpoint(path);

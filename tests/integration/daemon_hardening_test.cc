@@ -77,9 +77,9 @@ TEST(DaemonSecurity, TokenFileOthersCanReadIsRefusedNamingItsMode) {
   const std::string root = MakeTempDir("tokenmode");
   WriteFile(root + "/token", "a-long-enough-token-0123456789\n");
   fs::permissions(root + "/token", fs::perms(0644), fs::perm_options::replace);
-  auto result = RunProcess({BinaryPath("fp8d"), "--listen", "127.0.0.1:" + std::to_string(PickFreePort()),
-                            "--state-dir", root + "/state", "--token-file", root + "/token",
-                            "--engine", "cpu"},
+  auto result = RunProcess({BinaryPath("fp8d"), "--listen",
+                            "127.0.0.1:" + std::to_string(PickFreePort()), "--state-dir",
+                            root + "/state", "--token-file", root + "/token", "--engine", "cpu"},
                            absl::Seconds(20));
   EXPECT_EQ(result.exit_code, 2);
   EXPECT_TRUE(absl::StrContains(result.err, "mode 0644")) << result.err;
@@ -220,6 +220,26 @@ TEST(DaemonRequests, ListJobsPagesBySize) {
   for (const auto& j : *all) (void)f.client->CancelJob(j.name());
 }
 
+TEST(DaemonRequests, ListCheckpointsPages) {
+  auto f = StartDaemonWithCorpus("ckpt-pages");
+  JobFileOptions options;
+  options.steps = 12;
+  options.checkpoint_interval = 1;
+  const v1::Job job = SubmitAndFinish(f, options);
+  v1::ListCheckpointsRequest request;
+  request.set_name(job.name());
+  request.set_page_size(5);
+  v1::ListCheckpointsResponse page;
+  grpc::ClientContext ctx;
+  ASSERT_TRUE(f.client->stub().ListCheckpoints(&ctx, request, &page).ok());
+  EXPECT_EQ(page.checkpoints_size(), 5);
+  EXPECT_EQ(page.next_page_token(), page.checkpoints(4).name());
+  auto all = f.client->ListCheckpoints(job.name());  // follows the pages
+  ASSERT_TRUE(all.ok()) << all.status();
+  ASSERT_EQ(all->size(), 12u);
+  EXPECT_EQ(all->back().step(), 12);
+}
+
 TEST(DaemonRequests, UndecodableRequestsAreInvalidArgumentWithAMessage) {
   auto f = StartDaemonWithCorpus("decode");
   grpc::ChannelArguments args;
@@ -228,7 +248,8 @@ TEST(DaemonRequests, UndecodableRequestsAreInvalidArgumentWithAMessage) {
   grpc::GenericStub generic(channel);
   // A string field (tag 1, length 2) holding bytes that are not UTF-8, and bytes that are not
   // a protobuf message at all. Before: INTERNAL with an empty message.
-  for (const std::string& bytes : {std::string("\x0a\x02\xff\xfe", 4), std::string("\xff\xff\xff", 3)}) {
+  for (const std::string& bytes :
+       {std::string("\x0a\x02\xff\xfe", 4), std::string("\xff\xff\xff", 3)}) {
     grpc::Slice slice(bytes);
     grpc::ByteBuffer request(&slice, 1);
     grpc::ClientContext ctx;
@@ -447,7 +468,8 @@ TEST(DaemonRecovery, PullOfACheckpointDamagedOnDiskFails) {
   ASSERT_FALSE(newest.empty());
   FlipByte(newest, 100);
   // Before: the daemon hashed the damaged bytes while sending and fp8ctl printed "verified".
-  auto pull = f.daemon->Fp8ctl({"checkpoint", "pull", job.name(), "--out", f.root + "/x.safetensors"});
+  auto pull = f.daemon->Fp8ctl(
+      {"checkpoint", "pull", job.name(), "--out", f.root + "/x.safetensors"});
   EXPECT_EQ(pull.exit_code, 1) << pull.out;
   EXPECT_FALSE(absl::StrContains(pull.out, "verified")) << pull.out;
   EXPECT_TRUE(absl::StrContains(pull.err, "DATA_LOSS")) << pull.err;
