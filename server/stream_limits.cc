@@ -61,6 +61,11 @@ absl::Status StreamLimiter::Acquire(const std::string& peer, StreamPool pool,
   return absl::OkStatus();
 }
 
+int StreamLimiter::open() {
+  absl::MutexLock lock(&mu_);
+  return follow_.total + pull_.total;
+}
+
 void StreamLimiter::Release(StreamPool pool, const std::string& client) {
   absl::MutexLock lock(&mu_);
   Usage& usage = pool == StreamPool::kFollow ? follow_ : pull_;

@@ -60,6 +60,8 @@ class StreamLimiter {
 
   // RESOURCE_EXHAUSTED naming the pool and the limit that was reached.
   absl::Status Acquire(const std::string& peer, StreamPool pool, std::optional<Slot>* slot);
+  // Slots held now, in both pools.
+  int open();
 
  private:
   struct Usage {

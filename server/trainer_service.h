@@ -58,7 +58,7 @@ class TrainerService final : public fp8d::v1::Trainer::Service {
                          fp8d::v1::DeleteJobResponse* resp) override;
 
   // Streams open right now (exported as fp8d_open_streams).
-  int open_streams() const { return streams_.load(); }
+  int open_streams() const { return limiter_.open(); }
 
  private:
   grpc::Status Authorize(const grpc::ServerContext* ctx) const;
@@ -73,7 +73,7 @@ class TrainerService final : public fp8d::v1::Trainer::Service {
 
   JobRegistry* registry_;
   const std::string token_;
-  StreamLimiter limiter_;
+  mutable StreamLimiter limiter_;
   StallWatchdog watchdog_;
 };
 
