@@ -183,7 +183,8 @@ int CmdSubmit(const Context& c) {
   }
   std::stringstream text;
   text << in.rdbuf();
-  auto job = c.client.SubmitJobText(text.str(), c.a.sets, c.a.request_id);
+  auto job = c.client.SubmitJobText(text.str(), c.a.sets, c.a.request_id,
+                                    c.a.job_file.substr(c.a.job_file.find_last_of('/') + 1));
   if (!job.ok()) return Fail(c, job.status());
   return Submitted(c, *job);
 }

@@ -111,9 +111,11 @@ absl::StatusOr<v1::Job> TrainerClient::SubmitJob(const v1::SubmitJobRequest& req
 
 absl::StatusOr<v1::Job> TrainerClient::SubmitJobText(const std::string& text,
                                                      const std::vector<std::string>& sets,
-                                                     const std::string& request_id) {
+                                                     const std::string& request_id,
+                                                     const std::string& file_name) {
   v1::SubmitJobRequest request;
   request.set_spec_text(text);
+  request.set_spec_file(file_name);
   for (const auto& s : sets) request.add_set(s);
   request.set_request_id(request_id);
   return SubmitJob(request);
@@ -212,12 +214,16 @@ absl::StatusOr<std::vector<v1::Checkpoint>> TrainerClient::ListCheckpoints(
     const std::string& job) {
   v1::ListCheckpointsRequest request;
   request.set_name(QualifyJobName(job));
-  auto response = Unary<v1::ListCheckpointsResponse>(
-      *this, options_.unary_timeout_ms,
-      [&](auto* ctx, auto* out) { return stub_->ListCheckpoints(ctx, request, out); });
-  if (!response.ok()) return response.status();
-  return std::vector<v1::Checkpoint>(response->checkpoints().begin(),
-                                     response->checkpoints().end());
+  std::vector<v1::Checkpoint> all;
+  do {  // every page
+    auto response = Unary<v1::ListCheckpointsResponse>(
+        *this, options_.unary_timeout_ms,
+        [&](auto* ctx, auto* out) { return stub_->ListCheckpoints(ctx, request, out); });
+    if (!response.ok()) return response.status();
+    all.insert(all.end(), response->checkpoints().begin(), response->checkpoints().end());
+    request.set_page_token(response->next_page_token());
+  } while (!request.page_token().empty());
+  return all;
 }
 
 absl::Status TrainerClient::StreamMetrics(const v1::StreamMetricsRequest& request,

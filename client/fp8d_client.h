@@ -54,10 +54,12 @@ class TrainerClient {
 
   absl::StatusOr<fp8d::v1::ServerInfo> GetServerInfo();
   absl::StatusOr<fp8d::v1::Job> SubmitJob(const fp8d::v1::SubmitJobRequest& request);
-  // A job file's text plus `--set key=value` overrides, parsed by the daemon.
+  // A job file's text plus `--set key=value` overrides, parsed by the daemon. `file_name`
+  // (e.g. "demo.yaml") is what the daemon's errors call the file.
   absl::StatusOr<fp8d::v1::Job> SubmitJobText(const std::string& text,
                                               const std::vector<std::string>& sets,
-                                              const std::string& request_id = "");
+                                              const std::string& request_id = "",
+                                              const std::string& file_name = "");
   absl::StatusOr<fp8d::v1::Job> GetJob(const std::string& job);
   absl::StatusOr<fp8d::v1::ListJobsResponse> ListJobs(int page_size, const std::string& token);
   // Every page, in submission order.

@@ -1,6 +1,9 @@
 #include "core/data_loader.h"
 
 #include <glob.h>
+#include <sys/stat.h>
+
+#include <fstream>
 
 #include <algorithm>
 #include <cmath>
@@ -41,8 +44,8 @@ bool IsGlob(const std::string& path) { return path.find_first_of("*?[") != std::
 absl::StatusOr<std::vector<std::string>> ResolveFiles(const std::string& root,
                                                       const std::string& pattern,
                                                       absl::string_view field) {
-  absl::StatusOr<std::string> confined = ConfinePath(root, pattern);
-  if (!confined.ok()) return WithField(confined.status(), field);
+  absl::StatusOr<std::string> confined = ConfinePath(root, pattern, field);
+  if (!confined.ok()) return confined.status();
   if (!IsGlob(pattern)) return std::vector<std::string>{*confined};
 
   glob_t g{};
@@ -57,11 +60,43 @@ absl::StatusOr<std::vector<std::string>> ResolveFiles(const std::string& root,
   std::sort(files.begin(), files.end());
   // A match may be a symlink that points out of the root.
   for (std::string& f : files) {
-    absl::StatusOr<std::string> c = ConfinePath(root, f);
-    if (!c.ok()) return WithField(c.status(), field);
+    absl::StatusOr<std::string> c = ConfinePath(root, f, field);
+    if (!c.ok()) return c.status();
     f = *c;
   }
   return files;
+}
+
+// A data file as DataLoader reads it: a non-empty regular file, and for shards a header that
+// fits the file (a text file read as `bin` has no shard magic). `shown` is the path as the user
+// wrote it when it names one file.
+absl::Status CheckDataFile(const std::string& file, DataFormat format, absl::string_view field,
+                           const std::string& shown) {
+  struct stat st;
+  if (::stat(file.c_str(), &st) != 0) {
+    return absl::NotFoundError(absl::StrCat(field, " `", shown, "` not found"));
+  }
+  if (S_ISDIR(st.st_mode)) {
+    return absl::InvalidArgumentError(absl::StrCat(
+        field, " `", shown, "` is a directory: name a text file, a .bin shard or a glob of "
+        "shards (e.g. dir/*.bin)"));
+  }
+  if (!S_ISREG(st.st_mode)) {
+    return absl::InvalidArgumentError(absl::StrCat(field, " `", shown, "` is not a regular file"));
+  }
+  if (st.st_size == 0) {
+    return absl::InvalidArgumentError(absl::StrCat(field, " `", shown, "` is empty"));
+  }
+  if (format != DataFormat::kBin) return absl::OkStatus();
+  std::string header(static_cast<size_t>(kTokenShardHeaderBytes), '\0');
+  std::ifstream in(file, std::ios::binary);
+  in.read(header.data(), kTokenShardHeaderBytes);
+  header.resize(static_cast<size_t>(std::max<std::streamsize>(0, in.gcount())));
+  absl::Status s = CheckTokenShardHeader(header, st.st_size, shown);
+  if (s.ok()) return s;
+  return absl::Status(s.code(), absl::StrCat(field, ": ", s.message(),
+                                             " (data.format bin reads llm.c token shards; a "
+                                             "text file needs data.format text)"));
 }
 
 // Appends every file's tokens, checking each against the vocabulary where it was read so the
@@ -69,6 +104,7 @@ absl::StatusOr<std::vector<std::string>> ResolveFiles(const std::string& root,
 absl::Status LoadTokens(const std::vector<std::string>& files, DataFormat format, int vocab_size,
                         absl::string_view field, std::vector<int32_t>* out) {
   for (const std::string& file : files) {
+    if (absl::Status s = CheckDataFile(file, format, field, file); !s.ok()) return s;
     const size_t first = out->size();
     absl::Status s = format == DataFormat::kBin ? ReadTokenShard(file, out)
                                                 : ReadTextTokens(file, out);
@@ -264,5 +300,29 @@ absl::Status DataLoader::Restore(const fp8d::v1::DataPosition& position) {
 int64_t DataLoader::train_tokens() const { return static_cast<int64_t>(train_.size()); }
 int64_t DataLoader::val_tokens() const { return static_cast<int64_t>(val_.size()); }
 bool DataLoader::byte_level() const { return byte_level_; }
+
+absl::Status CheckDataFiles(const fp8d::v1::DataSpec& data, const std::string& data_root) {
+  absl::StatusOr<DataFormat> format = ResolveFormat(data.format(), data.train());
+  if (!format.ok()) return format.status();
+  for (const auto& [field, pattern] : {std::pair<absl::string_view, std::string>{
+                                           "data.train", data.train()},
+                                       {"data.val", data.val()}}) {
+    if (pattern.empty()) continue;
+    absl::StatusOr<DataFormat> own = ResolveFormat(data.format(), pattern);
+    if (!own.ok()) return own.status();
+    if (*own != *format) {
+      return absl::InvalidArgumentError(absl::StrCat(
+          "data.val '", data.val(), "' is not in the same format as data.train '", data.train(),
+          "' (text vs .bin)"));
+    }
+    absl::StatusOr<std::vector<std::string>> files = ResolveFiles(data_root, pattern, field);
+    if (!files.ok()) return files.status();
+    for (const std::string& file : *files) {
+      const std::string& shown = IsGlob(pattern) ? file : pattern;
+      if (absl::Status s = CheckDataFile(file, *format, field, shown); !s.ok()) return s;
+    }
+  }
+  return absl::OkStatus();
+}
 
 }  // namespace fp8d

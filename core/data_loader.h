@@ -18,6 +18,14 @@ namespace fp8d {
 
 inline constexpr float kDefaultValFraction = 0.05f;
 
+// What DataLoader::Open would refuse about the files themselves, checked without reading their
+// tokens, so the daemon can answer at submit time: every path confined to `data_root`
+// (core/path_confinement.h), each named file present (NOT_FOUND), a regular file and not a
+// directory, not empty, and for `.bin` shards (format bin, or auto with a .bin name) a valid
+// token-shard header that agrees with the file's size (a text file given `format: bin` fails
+// here). Errors name the field (data.train, data.val) and the path.
+absl::Status CheckDataFiles(const fp8d::v1::DataSpec& data, const std::string& data_root);
+
 class DataLoader {
  public:
   // data: DataSpec (train, val, format auto|text|bin, val_fraction). Text files use the byte-level tokenizer

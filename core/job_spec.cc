@@ -2,6 +2,7 @@
 
 #include <algorithm>
 #include <cmath>
+#include <filesystem>
 #include <fstream>
 #include <limits>
 #include <set>
@@ -262,6 +263,81 @@ absl::StatusOr<fp8d::v1::JobSpec> YamlToSpec(const YAML::Node& root, const std::
   return spec;
 }
 
+// YAML documents in `text`: a `---` or `...` marker at the start of a line separates them
+// (inside block scalars such lines are indented, so a marker in column 0 is always one).
+int CountYamlDocuments(std::string_view text_view) {
+  const absl::string_view text(text_view.data(), text_view.size());
+  int documents = 0;
+  bool content = false;  // the current document has content
+  for (absl::string_view line : absl::StrSplit(text, '\n')) {
+    const bool start = absl::StartsWith(line, "---") &&
+                       (line.size() == 3 || line[3] == ' ' || line[3] == '\t' || line[3] == '\r');
+    const bool end = absl::StartsWith(line, "...") &&
+                     (line.size() == 3 || line[3] == ' ' || line[3] == '\t' || line[3] == '\r');
+    if (start || end) {
+      if (content) ++documents;
+      content = false;
+      // `--- value` starts a document with content on the marker's line.
+      if (start && !absl::StripAsciiWhitespace(line.substr(3)).empty() &&
+          !absl::StartsWith(absl::StripAsciiWhitespace(line.substr(3)), "#")) {
+        content = true;
+      }
+      continue;
+    }
+    const absl::string_view stripped = absl::StripAsciiWhitespace(line);
+    if (!stripped.empty() && stripped[0] != '#' && !(line[0] == '%' && !content)) content = true;
+  }
+  return documents + (content ? 1 : 0);
+}
+
+// Offset of the first NUL byte or byte that is not part of valid UTF-8, or -1.
+int64_t FirstNonTextByte(std::string_view text) {
+  const auto* p = reinterpret_cast<const unsigned char*>(text.data());
+  const int64_t n = static_cast<int64_t>(text.size());
+  for (int64_t i = 0; i < n;) {
+    const unsigned char c = p[i];
+    if (c == 0) return i;
+    if (c < 0x80) {
+      ++i;
+      continue;
+    }
+    int len = 0;
+    uint32_t cp = 0;
+    if ((c & 0xE0) == 0xC0) {
+      len = 2;
+      cp = c & 0x1F;
+    } else if ((c & 0xF0) == 0xE0) {
+      len = 3;
+      cp = c & 0x0F;
+    } else if ((c & 0xF8) == 0xF0) {
+      len = 4;
+      cp = c & 0x07;
+    } else {
+      return i;
+    }
+    if (i + len > n) return i;
+    for (int k = 1; k < len; ++k) {
+      if ((p[i + k] & 0xC0) != 0x80) return i;
+      cp = (cp << 6) | (p[i + k] & 0x3F);
+    }
+    const uint32_t min_cp = len == 2 ? 0x80 : len == 3 ? 0x800 : 0x10000;
+    if (cp < min_cp || cp > 0x10FFFF || (cp >= 0xD800 && cp <= 0xDFFF)) return i;
+    i += len;
+  }
+  return -1;
+}
+
+// Deepest nesting of [ and { (quotes ignored: an over-estimate, fine for a limit far above any
+// real job file), so a file cannot make the YAML parser recurse without bound.
+int BracketDepth(std::string_view text) {
+  int depth = 0, deepest = 0;
+  for (char c : text) {
+    if (c == '[' || c == '{') deepest = std::max(deepest, ++depth);
+    if ((c == ']' || c == '}') && depth > 0) --depth;
+  }
+  return deepest;
+}
+
 absl::Status Range(const std::string& field, double value, const std::string& allowed) {
   return absl::InvalidArgumentError(
       absl::StrCat(field, " = ", absl::StrFormat("%g", value), " is out of range: allowed ", allowed));
@@ -272,6 +348,30 @@ absl::Status Range(const std::string& field, double value, const std::string& al
 absl::StatusOr<fp8d::v1::JobSpec> ParseJobText(std::string_view text,
                                                std::string_view source_view) {
   const std::string source_name(source_view);
+  if (text.size() > kMaxJobFileBytes) {
+    return absl::InvalidArgumentError(absl::StrCat(source_name, " is ", text.size(),
+                                                   " bytes: a job file is at most ",
+                                                   kMaxJobFileBytes, " bytes"));
+  }
+  if (const int64_t bad = FirstNonTextByte(text); bad >= 0) {
+    return absl::InvalidArgumentError(absl::StrFormat(
+        "%s is not a text file (byte 0x%02x at offset %d is %s): a job file is YAML or JSON "
+        "text in UTF-8",
+        source_name, static_cast<unsigned char>(text[bad]), bad,
+        text[bad] == '\0' ? "NUL" : "not valid UTF-8"));
+  }
+  if (const int depth = BracketDepth(text); depth > kMaxJobFileNesting) {
+    return absl::InvalidArgumentError(absl::StrCat(source_name, " nests brackets ", depth,
+                                                   " levels deep: allowed at most ",
+                                                   kMaxJobFileNesting));
+  }
+  if (const int documents = CountYamlDocuments(text); documents > 1) {
+    return absl::InvalidArgumentError(absl::StrCat(
+        source_name, " holds ", documents,
+        " YAML documents (separated by `---`): a job file holds one job"));
+  }
+  // YAML::Load, not LoadAll: yaml-cpp 0.7's LoadAll allocates without end on some malformed
+  // flow mappings (found by tests/core/job_file_fuzz_test.cc); documents are counted above.
   YAML::Node root;
   try {
     root = YAML::Load(std::string(text));
@@ -279,11 +379,23 @@ absl::StatusOr<fp8d::v1::JobSpec> ParseJobText(std::string_view text,
     return absl::InvalidArgumentError(absl::StrCat(source_name, " (line ", e.mark.line + 1,
                                                    ", column ", e.mark.column + 1,
                                                    "): not valid YAML or JSON: ", e.msg));
+  } catch (const std::exception& e) {
+    return absl::InvalidArgumentError(
+        absl::StrCat(source_name, ": cannot be parsed as YAML or JSON (", e.what(), ")"));
+  }
+  if (root.IsNull()) {
+    return absl::InvalidArgumentError(absl::StrCat(
+        source_name, " is empty: a job file is a YAML or JSON mapping of JobSpec fields (name, "
+        "model, data, steps, ...)"));
   }
   return YamlToSpec(root, source_name);
 }
 
 absl::StatusOr<fp8d::v1::JobSpec> ParseJobFile(const std::string& path) {
+  std::error_code ec;
+  if (std::filesystem::is_directory(path, ec)) {
+    return absl::InvalidArgumentError(absl::StrCat("job file ", path, " is a directory"));
+  }
   std::ifstream in(path, std::ios::binary);
   if (!in) return absl::NotFoundError(absl::StrCat("cannot read job file ", path));
   std::stringstream buf;

@@ -16,6 +16,8 @@ namespace fp8d {
 
 // Parses a job file's text. `source_name` (e.g. "demo.yaml") appears in every error:
 // "unknown field `model.n_layers` in demo.yaml (line 3); allowed: preset, n_layer, ...".
+// A file that is empty, not UTF-8 text (binary), larger than kMaxJobFileBytes, nested deeper
+// than kMaxJobFileNesting, or holds more than one YAML document is INVALID_ARGUMENT saying so.
 // Defaults are not filled in; call ResolveJobSpec for that.
 absl::StatusOr<fp8d::v1::JobSpec> ParseJobText(std::string_view text,
                                                std::string_view source_name);
@@ -33,6 +35,9 @@ absl::Status ApplySetOverride(fp8d::v1::JobSpec* spec, std::string_view dotted_e
 // overrides) and the recipe, and validates every range. INVALID_ARGUMENT names the field and
 // what is allowed ("batch_size = 0 is out of range: allowed 1..4096").
 absl::StatusOr<fp8d::v1::JobSpec> ResolveJobSpec(const fp8d::v1::JobSpec& spec);
+
+inline constexpr size_t kMaxJobFileBytes = 1 << 20;
+inline constexpr int kMaxJobFileNesting = 64;
 
 // Limits checked by ResolveJobSpec.
 inline constexpr int kMaxBatchSize = 4096;

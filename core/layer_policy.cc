@@ -1,34 +1,32 @@
 #include "core/layer_policy.h"
 
 #include <algorithm>
-#include <regex>
 
 #include "absl/base/internal/raw_logging.h"
 #include "absl/strings/match.h"
 #include "core/model_weights.h"
+#include "core/user_regex.h"
 
 namespace fp8d {
 namespace {
 
 constexpr char kLmHead[] = "lm_head";
 
-std::vector<std::regex> CompileAll(const std::vector<std::string>& patterns) {
-  std::vector<std::regex> out;
+std::vector<std::unique_ptr<const RE2>> CompileAll(const std::vector<std::string>& patterns) {
+  std::vector<std::unique_ptr<const RE2>> out;
   out.reserve(patterns.size());
   for (const std::string& p : patterns) {
-    try {
-      out.emplace_back(p, std::regex::ECMAScript);
-    } catch (const std::regex_error& e) {
-      // ResolveRecipe compiles every pattern, so reaching here means an unvalidated recipe.
-      ABSL_RAW_LOG(FATAL, "layer policy regex \"%s\" was not validated: %s", p.c_str(), e.what());
-    }
+    auto re = CompileUserRegex(p, "recipe.policy regex");
+    // ResolveRecipe compiles every pattern, so reaching here means an unvalidated recipe.
+    if (!re.ok()) ABSL_RAW_LOG(FATAL, "%s was not validated", re.status().ToString().c_str());
+    out.push_back(*std::move(re));
   }
   return out;
 }
 
-bool MatchesAny(const std::vector<std::regex>& res, const std::string& name) {
+bool MatchesAny(const std::vector<std::unique_ptr<const RE2>>& res, const std::string& name) {
   return std::any_of(res.begin(), res.end(),
-                     [&](const std::regex& re) { return std::regex_match(name, re); });
+                     [&](const std::unique_ptr<const RE2>& re) { return FullMatch(*re, name); });
 }
 
 }  // namespace
@@ -67,8 +65,8 @@ LayerPlan PlanFp8Layers(const ModelConfig& model, const RecipeConfig& recipe, in
   if (!recipe.is_fp8() || step < policy.bf16_warmup_steps) return plan;
 
   const bool automatic = policy.min_gemm_dim == 0;
-  const std::vector<std::regex> include = CompileAll(policy.include);
-  const std::vector<std::regex> exclude = CompileAll(policy.exclude);
+  const auto include = CompileAll(policy.include);
+  const auto exclude = CompileAll(policy.exclude);
   for (size_t i = 0; i < plan.layers.size(); ++i) {
     const std::string& name = plan.layers[i];
     if (policy.skip_lm_head && name == kLmHead) continue;

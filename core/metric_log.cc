@@ -7,7 +7,8 @@
 #include <cerrno>
 #include <cstring>
 #include <filesystem>
-#include <fstream>
+#include <optional>
+#include <string_view>
 
 #include "absl/strings/str_cat.h"
 #include "absl/time/clock.h"
@@ -19,6 +20,7 @@ namespace {
 constexpr char kMagic[8] = {'f', 'p', '8', 'd', 'l', 'o', 'g', '\0'};
 constexpr uint32_t kLogFormatVersion = 1;
 constexpr int64_t kFrameBytes = 8;  // length + CRC
+constexpr int kMaxRepairableHeaderBytes = 4;
 
 void PutU32(uint32_t v, char* out) {
   for (int i = 0; i < 4; ++i) out[i] = static_cast<char>((v >> (8 * i)) & 0xFF);
@@ -43,66 +45,136 @@ const char* TypeName(LogRecordType type) {
   return type == LogRecordType::kMetric ? "fp8d.v1.MetricRecord" : "fp8d.v1.AmaxRecord";
 }
 
-absl::Status CheckHeader(const std::string& path, const char* header, LogRecordType type) {
-  if (std::memcmp(header, kMagic, sizeof(kMagic)) != 0) {
-    return absl::DataLossError(absl::StrCat(path, ": not an fp8d log (bad magic)"));
-  }
-  const uint32_t version = GetU32(header + 8);
-  if (version != kLogFormatVersion) {
-    return absl::DataLossError(absl::StrCat(path, ": log format version ", version,
-                                            " is not supported (this build reads ",
-                                            kLogFormatVersion, ")"));
-  }
+enum class HeaderState { kOk, kDamaged, kOtherType };
+
+// kOtherType: an intact header for the other record type (the wrong file, not damage).
+HeaderState ClassifyHeader(const char* header, LogRecordType type) {
+  const bool magic_ok = std::memcmp(header, kMagic, sizeof(kMagic)) == 0;
+  const bool version_ok = GetU32(header + 8) == kLogFormatVersion;
   const uint32_t stored = GetU32(header + 12);
-  if (stored != static_cast<uint32_t>(type)) {
-    return absl::DataLossError(absl::StrCat(path, ": holds record type ", stored,
-                                            ", expected ", static_cast<uint32_t>(type), " (",
-                                            TypeName(type), ")"));
+  if (magic_ok && version_ok && stored == static_cast<uint32_t>(type)) return HeaderState::kOk;
+  if (magic_ok && version_ok &&
+      (stored == static_cast<uint32_t>(LogRecordType::kMetric) ||
+       stored == static_cast<uint32_t>(LogRecordType::kAmax))) {
+    return HeaderState::kOtherType;
   }
-  return absl::OkStatus();
+  return HeaderState::kDamaged;
 }
 
-// Walks the intact records of an open log from `offset`, calling `fn(payload)` for each; returns
-// the offset after the last intact record. Stops at EOF, a short read or a CRC mismatch.
-template <typename Fn>
-int64_t ScanRecords(std::ifstream& in, int64_t offset, bool* torn, Fn&& fn) {
-  in.clear();
-  in.seekg(offset);
-  std::string payload;
-  *torn = false;
-  while (true) {
-    char frame[kFrameBytes];
-    in.read(frame, kFrameBytes);
-    const std::streamsize got = in.gcount();
-    if (got == 0) break;
-    if (got < kFrameBytes) {
-      *torn = true;
-      break;
+// A header that differs from the expected one in a few bytes, or is followed by an intact record,
+// is a damaged fp8d log; anything else is some other file, which must not be rewritten.
+bool LooksLikeDamagedLog(std::string_view stored, LogRecordType type, bool intact_record_follows) {
+  const std::string expected = Header(type);
+  int differing = 0;
+  for (size_t i = 0; i < expected.size(); ++i) differing += stored[i] != expected[i];
+  return differing <= kMaxRepairableHeaderBytes || intact_record_follows;
+}
+
+absl::Status ForeignFileError(const std::string& path) {
+  return absl::DataLossError(absl::StrCat(path, ": not an fp8d log (bad magic)"));
+}
+
+absl::Status OtherTypeError(const std::string& path, const char* header, LogRecordType type) {
+  return absl::DataLossError(absl::StrCat(path, ": holds record type ", GetU32(header + 12),
+                                          ", expected ", static_cast<uint32_t>(type), " (",
+                                          TypeName(type), ")"));
+}
+
+// Reads a log by absolute offsets (pread), buffering a window so that scanning for the next
+// intact record after damage does not issue one read per byte.
+class LogFile {
+ public:
+  LogFile(int fd, int64_t size) : fd_(fd), size_(size) {}
+  int64_t size() const { return size_; }
+
+  // `n` bytes at `offset`, or empty when they are not all in the file.
+  std::string_view At(int64_t offset, int64_t n) {
+    if (offset < 0 || n < 0 || offset + n > size_) return {};
+    const int64_t window_end = window_begin_ + static_cast<int64_t>(window_.size());
+    if (offset < window_begin_ || offset + n > window_end) {
+      const int64_t want = std::min<int64_t>(std::max<int64_t>(n, kWindowBytes), size_ - offset);
+      window_.resize(static_cast<size_t>(want));
+      int64_t done = 0;
+      while (done < want) {
+        const ssize_t r = ::pread(fd_, window_.data() + done, want - done, offset + done);
+        if (r < 0 && errno == EINTR) continue;
+        if (r <= 0) break;
+        done += r;
+      }
+      window_.resize(static_cast<size_t>(done));
+      window_begin_ = offset;
+      if (done < n) return {};
     }
-    const uint32_t len = GetU32(frame);
-    if (len > kMaxLogRecordBytes) {
-      *torn = true;
-      break;
-    }
-    payload.resize(len);
-    in.read(payload.data(), len);
-    if (in.gcount() < static_cast<std::streamsize>(len)) {
-      *torn = true;
-      break;
-    }
-    uint32_t crc = Crc32c(frame, 4);
-    crc = Crc32c(payload.data(), payload.size(), crc);
-    if (crc != GetU32(frame + 4)) {
-      *torn = true;
-      break;
-    }
-    if (!fn(payload)) {
-      offset += kFrameBytes + len;
-      break;
-    }
-    offset += kFrameBytes + len;
+    return std::string_view(window_).substr(static_cast<size_t>(offset - window_begin_),
+                                            static_cast<size_t>(n));
   }
-  return offset;
+
+  // The payload of an intact record at `offset`, or nullopt.
+  std::optional<std::string_view> RecordAt(int64_t offset) {
+    const std::string_view frame = At(offset, kFrameBytes);
+    if (frame.empty()) return std::nullopt;
+    const uint32_t len = GetU32(frame.data());
+    const uint32_t stored_crc = GetU32(frame.data() + 4);
+    if (len > kMaxLogRecordBytes || offset + kFrameBytes + len > size_) return std::nullopt;
+    const std::string_view whole = At(offset, kFrameBytes + len);
+    if (whole.empty()) return std::nullopt;
+    uint32_t crc = Crc32c(whole.data(), 4);
+    crc = Crc32c(whole.data() + kFrameBytes, len, crc);
+    if (crc != stored_crc) return std::nullopt;
+    return whole.substr(kFrameBytes);
+  }
+
+ private:
+  static constexpr int64_t kWindowBytes = 1 << 20;
+  int fd_;
+  int64_t size_;
+  std::string window_;
+  int64_t window_begin_ = 0;
+};
+
+struct ScanEnd {
+  int64_t next_offset = 0;  // after the last intact record taken (or where the scan started)
+  bool torn_tail = false;   // bytes after next_offset that hold no intact record
+  int64_t tail_bytes = 0;
+};
+
+// Walks the intact records from `offset`, calling `fn(payload, end_offset)`; `fn` returns false
+// to stop after that record. A bad record followed by an intact one is skipped (and counted in
+// `damage`); bytes after the last intact record are a tail, left for the caller.
+template <typename Fn>
+ScanEnd ScanRecords(LogFile& file, int64_t offset, LogDamage* damage, Fn&& fn) {
+  ScanEnd end;
+  end.next_offset = offset;
+  int64_t pos = offset;
+  while (pos < file.size()) {
+    std::optional<std::string_view> payload = file.RecordAt(pos);
+    if (!payload) {
+      int64_t next = -1;
+      for (int64_t q = pos + 1; q + kFrameBytes <= file.size(); ++q) {
+        if (file.RecordAt(q)) {
+          next = q;
+          break;
+        }
+      }
+      if (next < 0) {
+        end.torn_tail = true;
+        end.tail_bytes = file.size() - pos;
+        return end;
+      }
+      if (damage->first_damaged_offset < 0) damage->first_damaged_offset = pos;
+      damage->damaged_bytes += next - pos;
+      ++damage->damaged_regions;
+      pos = next;
+      continue;
+    }
+    const int64_t record_end = pos + kFrameBytes + static_cast<int64_t>(payload->size());
+    // The payload view may be invalidated by the next read: hand it over before moving on.
+    const bool more = fn(*payload, record_end);
+    pos = record_end;
+    end.next_offset = pos;
+    if (!more) return end;
+  }
+  return end;
 }
 
 absl::Status ErrnoError(const std::string& what, const std::string& path) {
@@ -112,34 +184,53 @@ absl::Status ErrnoError(const std::string& what, const std::string& path) {
 template <typename Record, typename Keep>
 absl::StatusOr<LogRead<Record>> ReadLog(const std::string& path, LogRecordType type,
                                         int64_t offset, size_t max_records, Keep&& keep) {
-  std::ifstream in(path, std::ios::binary);
-  if (!in) return absl::NotFoundError(absl::StrCat("metric log ", path, " does not exist"));
-  char header[kLogHeaderBytes];
-  in.read(header, kLogHeaderBytes);
+  const int fd = ::open(path.c_str(), O_RDONLY | O_CLOEXEC);
+  if (fd < 0) return absl::NotFoundError(absl::StrCat("metric log ", path, " does not exist"));
+  struct stat st;
+  const int64_t size = ::fstat(fd, &st) == 0 ? static_cast<int64_t>(st.st_size) : 0;
+  LogFile file(fd, size);
   LogRead<Record> out;
-  if (in.gcount() < kLogHeaderBytes) {
+  const std::string header(file.At(0, kLogHeaderBytes));  // a copy: later reads move the window
+  if (header.empty()) {
     // A log whose creation was interrupted: nothing in it yet.
+    ::close(fd);
     out.next_offset = 0;
-    out.torn_tail = in.gcount() > 0;
+    out.torn_tail = size > 0;
     return out;
   }
-  absl::Status s = CheckHeader(path, header, type);
-  if (!s.ok()) return s;
-  if (offset < kLogHeaderBytes) offset = kLogHeaderBytes;
-  bool parse_failed = false;
-  out.next_offset = ScanRecords(in, offset, &out.torn_tail, [&](const std::string& payload) {
-    Record r;
-    if (!r.ParseFromString(payload)) {
-      parse_failed = true;
-      return false;
-    }
-    if (keep(r)) out.records.push_back(std::move(r));
-    return max_records == 0 || out.records.size() < max_records;
-  });
-  if (parse_failed) {
-    return absl::DataLossError(absl::StrCat(path, ": a record with a valid checksum is not a ",
-                                            TypeName(type)));
+  const HeaderState state = ClassifyHeader(header.data(), type);
+  if (state == HeaderState::kOtherType ||
+      (state == HeaderState::kDamaged &&
+       !LooksLikeDamagedLog(header, type, file.RecordAt(kLogHeaderBytes).has_value()))) {
+    absl::Status s = state == HeaderState::kOtherType ? OtherTypeError(path, header.data(), type)
+                                                      : ForeignFileError(path);
+    ::close(fd);
+    return s;
   }
+  if (offset < kLogHeaderBytes) {
+    offset = kLogHeaderBytes;
+    out.damage.header_repaired = state == HeaderState::kDamaged;  // reported, not rewritten
+  }
+  int64_t payload_bytes = 0;
+  const ScanEnd end = ScanRecords(file, offset, &out.damage,
+                                  [&](std::string_view payload, int64_t) {
+    Record r;
+    if (!r.ParseFromArray(payload.data(), static_cast<int>(payload.size()))) {
+      // An intact frame around bytes that are not a record: damage like any other.
+      ++out.damage.damaged_regions;
+      out.damage.damaged_bytes += static_cast<int64_t>(payload.size()) + kFrameBytes;
+      return true;
+    }
+    if (keep(r)) {
+      payload_bytes += static_cast<int64_t>(payload.size());
+      out.records.push_back(std::move(r));
+    }
+    return payload_bytes < kMaxLogReadBytes &&
+           (max_records == 0 || out.records.size() < max_records);
+  });
+  ::close(fd);
+  out.next_offset = end.next_offset;
+  out.torn_tail = end.torn_tail;
   return out;
 }
 
@@ -154,46 +245,61 @@ int64_t MetricRecordStep(const fp8d::v1::MetricRecord& record) {
   }
 }
 
-RecordLog::RecordLog(std::string path, int fd, int64_t records)
-    : path_(std::move(path)), fd_(fd), records_(records) {}
+RecordLog::RecordLog(std::string path, int fd, int64_t records, LogDamage damage)
+    : path_(std::move(path)), fd_(fd), records_(records), damage_(damage) {}
 
 RecordLog::~RecordLog() {
   absl::MutexLock lock(&mu_);
   if (fd_ >= 0) ::close(fd_);
 }
 
-absl::StatusOr<std::unique_ptr<RecordLog>> RecordLog::Open(const std::string& path,
-                                                           LogRecordType type) {
-  int64_t records = 0;
-  int64_t good_end = 0;
-  std::error_code ec;
-  const bool exists = std::filesystem::exists(path, ec);
-  if (exists) {
-    std::ifstream in(path, std::ios::binary);
-    if (!in) return absl::PermissionDeniedError(absl::StrCat("cannot read metric log ", path));
-    char header[kLogHeaderBytes];
-    in.read(header, kLogHeaderBytes);
-    if (in.gcount() == kLogHeaderBytes) {
-      absl::Status s = CheckHeader(path, header, type);
-      if (!s.ok()) return s;
-      bool torn = false;
-      good_end = ScanRecords(in, kLogHeaderBytes, &torn, [&](const std::string&) {
-        ++records;
-        return true;
-      });
-    }
-  }
-
-  const int fd = ::open(path.c_str(), O_WRONLY | O_CREAT | O_CLOEXEC, 0644);
+absl::StatusOr<std::unique_ptr<RecordLog>> RecordLog::Open(
+    const std::string& path, LogRecordType type,
+    const std::function<void(std::string_view payload)>& on_record) {
+  const int fd = ::open(path.c_str(), O_RDWR | O_CREAT | O_CLOEXEC, 0600);
   if (fd < 0) return ErrnoError("cannot open metric log", path);
   struct stat st;
   if (::fstat(fd, &st) != 0) {
     ::close(fd);
     return ErrnoError("cannot stat metric log", path);
   }
+  LogFile file(fd, st.st_size);
+  LogDamage damage;
+  int64_t records = 0;
+  int64_t good_end = 0;
+  const std::string header = Header(type);
+  const std::string stored(file.At(0, kLogHeaderBytes));  // a copy: later reads move the window
+  if (!stored.empty()) {
+    const HeaderState state = ClassifyHeader(stored.data(), type);
+    if (state == HeaderState::kOtherType ||
+        (state == HeaderState::kDamaged &&
+         !LooksLikeDamagedLog(stored, type, file.RecordAt(kLogHeaderBytes).has_value()))) {
+      absl::Status s = state == HeaderState::kOtherType
+                           ? OtherTypeError(path, stored.data(), type)
+                           : ForeignFileError(path);
+      ::close(fd);
+      return s;
+    }
+    if (state == HeaderState::kDamaged) {
+      // The header is fixed bytes: rewrite it and keep the (CRC-checked) records after it.
+      if (::pwrite(fd, header.data(), header.size(), 0) != static_cast<ssize_t>(header.size())) {
+        ::close(fd);
+        return ErrnoError("cannot repair the header of metric log", path);
+      }
+      damage.header_repaired = true;
+      spdlog::warn("metric log {}: the header was damaged and has been rewritten", path);
+    }
+    const ScanEnd end = ScanRecords(file, kLogHeaderBytes, &damage,
+                                    [&](std::string_view payload, int64_t) {
+      ++records;
+      if (on_record) on_record(payload);
+      return true;
+    });
+    good_end = end.next_offset;
+    damage.torn_tail_bytes = end.tail_bytes;
+  }
   if (good_end == 0) {
     // New file, or one whose header was never completely written: start it afresh.
-    const std::string header = Header(type);
     if (::ftruncate(fd, 0) != 0 ||
         ::pwrite(fd, header.data(), header.size(), 0) != static_cast<ssize_t>(header.size())) {
       ::close(fd);
@@ -201,6 +307,7 @@ absl::StatusOr<std::unique_ptr<RecordLog>> RecordLog::Open(const std::string& pa
     }
     good_end = kLogHeaderBytes;
   } else if (st.st_size > good_end) {
+    // Only bytes with no intact record after them: an append the crash cut short.
     spdlog::warn("metric log {}: dropping a torn tail of {} bytes after {} intact records", path,
                  st.st_size - good_end, records);
     if (::ftruncate(fd, good_end) != 0) {
@@ -208,11 +315,17 @@ absl::StatusOr<std::unique_ptr<RecordLog>> RecordLog::Open(const std::string& pa
       return ErrnoError("cannot truncate the torn tail of metric log", path);
     }
   }
+  if (damage.damaged_regions > 0) {
+    spdlog::warn("metric log {}: skipped {} damaged bytes in {} places (first at offset {}); "
+                 "the {} intact records around them are kept",
+                 path, damage.damaged_bytes, damage.damaged_regions,
+                 damage.first_damaged_offset, records);
+  }
   if (::lseek(fd, good_end, SEEK_SET) != good_end) {
     ::close(fd);
     return ErrnoError("cannot seek in metric log", path);
   }
-  return std::unique_ptr<RecordLog>(new RecordLog(path, fd, records));
+  return std::unique_ptr<RecordLog>(new RecordLog(path, fd, records, damage));
 }
 
 absl::Status RecordLog::Append(const std::string& payload) {
@@ -273,37 +386,89 @@ absl::StatusOr<LogRead<fp8d::v1::AmaxRecord>> ReadAmaxLog(const std::string& pat
 MetricLog::MetricLog(std::unique_ptr<RecordLog> metrics, std::unique_ptr<RecordLog> amax)
     : metrics_(std::move(metrics)), amax_(std::move(amax)) {}
 
-absl::StatusOr<std::unique_ptr<MetricLog>> MetricLog::Open(const std::string& dir) {
+absl::StatusOr<std::unique_ptr<MetricLog>> MetricLog::Open(const std::string& dir,
+                                                           bool skip_logged_steps) {
   std::error_code ec;
   std::filesystem::create_directories(dir, ec);
   if (ec) {
     return absl::InternalError(absl::StrCat("cannot create metric log directory ", dir, ": ",
                                             ec.message()));
   }
-  auto metrics = RecordLog::Open((std::filesystem::path(dir) / kMetricLogFile).string(),
-                                 LogRecordType::kMetric);
+  int64_t next_seq = 0, max_step = 0, max_eval = -1, max_amax = 0, max_any = 0;
+  auto metrics = RecordLog::Open(
+      (std::filesystem::path(dir) / kMetricLogFile).string(), LogRecordType::kMetric,
+      [&](std::string_view payload) {
+        fp8d::v1::MetricRecord r;
+        if (!r.ParseFromArray(payload.data(), static_cast<int>(payload.size()))) return;
+        next_seq = std::max(next_seq, r.seq() + 1);
+        max_any = std::max(max_any, MetricRecordStep(r));
+        if (r.has_step()) max_step = std::max(max_step, r.step().step());
+        if (r.has_eval()) max_eval = std::max(max_eval, r.eval().step());
+      });
   if (!metrics.ok()) return metrics.status();
-  auto amax =
-      RecordLog::Open((std::filesystem::path(dir) / kAmaxLogFile).string(), LogRecordType::kAmax);
+  auto amax = RecordLog::Open(
+      (std::filesystem::path(dir) / kAmaxLogFile).string(), LogRecordType::kAmax,
+      [&](std::string_view payload) {
+        fp8d::v1::AmaxRecord r;
+        if (r.ParseFromArray(payload.data(), static_cast<int>(payload.size()))) {
+          max_amax = std::max(max_amax, r.step());
+        }
+      });
   if (!amax.ok()) return amax.status();
-  return std::unique_ptr<MetricLog>(new MetricLog(*std::move(metrics), *std::move(amax)));
+  auto log = std::unique_ptr<MetricLog>(new MetricLog(*std::move(metrics), *std::move(amax)));
+  log->skip_logged_steps_ = skip_logged_steps;
+  absl::MutexLock lock(&log->seq_mu_);
+  log->next_seq_ = next_seq;
+  log->max_step_ = max_step;
+  log->max_eval_step_ = max_eval;
+  log->max_amax_step_ = max_amax;
+  log->max_any_step_ = max_any;
+  return log;
+}
+
+bool MetricLog::AlreadyLogged(const fp8d::v1::MetricRecord& record) const {
+  if (!skip_logged_steps_) return false;
+  absl::MutexLock lock(&seq_mu_);
+  if (record.has_step()) return record.step().step() <= max_step_;
+  if (record.has_eval()) return record.eval().step() <= max_eval_step_;
+  return false;
+}
+
+bool MetricLog::AlreadyLogged(const fp8d::v1::AmaxRecord& record) const {
+  if (!skip_logged_steps_) return false;
+  absl::MutexLock lock(&seq_mu_);
+  return record.step() <= max_amax_step_;
+}
+
+int64_t MetricLog::last_logged_step() const {
+  absl::MutexLock lock(&seq_mu_);
+  return max_any_step_;
 }
 
 absl::StatusOr<int64_t> MetricLog::AppendMetric(fp8d::v1::MetricRecord* record) {
   absl::MutexLock lock(&seq_mu_);
-  const int64_t seq = metrics_->record_count();
+  const int64_t seq = next_seq_;
   record->set_seq(seq);
   if (record->unix_micros() == 0) record->set_unix_micros(absl::ToUnixMicros(absl::Now()));
   absl::Status s = metrics_->Append(record->SerializeAsString());
   if (!s.ok()) return s;
+  ++next_seq_;
+  max_any_step_ = std::max(max_any_step_, MetricRecordStep(*record));
+  if (record->has_step()) max_step_ = std::max(max_step_, record->step().step());
+  if (record->has_eval()) max_eval_step_ = std::max(max_eval_step_, record->eval().step());
   return seq;
 }
 
 absl::Status MetricLog::AppendAmax(const fp8d::v1::AmaxRecord& record) {
-  return amax_->Append(record.SerializeAsString());
+  absl::Status s = amax_->Append(record.SerializeAsString());
+  if (!s.ok()) return s;
+  absl::MutexLock lock(&seq_mu_);
+  max_amax_step_ = std::max(max_amax_step_, record.step());
+  return s;
 }
 
 void MetricLog::OnMetric(const fp8d::v1::MetricRecord& record) {
+  if (AlreadyLogged(record)) return;
   fp8d::v1::MetricRecord copy = record;
   absl::StatusOr<int64_t> seq = AppendMetric(&copy);
   if (!seq.ok()) {
@@ -314,6 +479,7 @@ void MetricLog::OnMetric(const fp8d::v1::MetricRecord& record) {
 }
 
 void MetricLog::OnAmax(const fp8d::v1::AmaxRecord& record) {
+  if (AlreadyLogged(record)) return;
   absl::Status s = AppendAmax(record);
   if (!s.ok()) {
     spdlog::error("{}", s.ToString());

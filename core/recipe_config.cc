@@ -1,11 +1,11 @@
 #include "core/recipe_config.h"
 
-#include <regex>
 #include <string>
 
 #include "absl/strings/str_cat.h"
 #include "absl/strings/str_join.h"
 #include "absl/strings/string_view.h"
+#include "core/user_regex.h"
 
 namespace fp8d {
 namespace {
@@ -61,16 +61,18 @@ absl::Status NotApplicable(absl::string_view field, absl::string_view value, Rec
 
 std::string Quoted(absl::string_view s) { return absl::StrCat("\"", s, "\""); }
 
+// Every policy regex compiles with RE2 within its limits (core/user_regex.h), and there are at
+// most kMaxPolicyRegexes of each kind, so matching layer names stays cheap at every step.
 absl::Status CheckRegexes(const google::protobuf::RepeatedPtrField<std::string>& patterns,
                           absl::string_view field) {
+  if (patterns.size() > kMaxPolicyRegexes) {
+    return absl::InvalidArgumentError(absl::StrCat("recipe.policy.", field, " has ",
+                                                   patterns.size(), " regexes: allowed at most ",
+                                                   kMaxPolicyRegexes));
+  }
   for (int i = 0; i < patterns.size(); ++i) {
-    try {
-      std::regex re(patterns[i], std::regex::ECMAScript);
-    } catch (const std::regex_error& e) {
-      return absl::InvalidArgumentError(
-          absl::StrCat("recipe.policy.", field, "[", i, "] = \"", patterns[i],
-                       "\" is not a valid ECMAScript regex: ", e.what()));
-    }
+    auto re = CompileUserRegex(patterns[i], absl::StrCat("recipe.policy.", field, "[", i, "]"));
+    if (!re.ok()) return re.status();
   }
   return absl::OkStatus();
 }

@@ -20,7 +20,7 @@ struct LayerPolicyConfig {
   bool skip_lm_head = true;
   bool skip_attention_qk = false;
   int min_gemm_dim = 0;                // 0 = engine's measured automatic threshold
-  std::vector<std::string> include;    // ECMAScript regex, whole-name match
+  std::vector<std::string> include;    // RE2 regex (core/user_regex.h), whole-name match
   std::vector<std::string> exclude;
   int bf16_warmup_steps = 0;
   bool fp32_weight_grads = true;
@@ -46,6 +46,7 @@ struct RecipeConfig {
 
 constexpr int kMaxAmaxHistoryLen = 1024;
 constexpr int kMaxMargin = 32;
+constexpr int kMaxPolicyRegexes = 64;  // per list (include, exclude)
 
 std::string_view RecipeKindName(RecipeKind kind);   // "bf16", "delayed", ...
 std::string_view Fp8FormatName(Fp8Format format);   // "e4m3", "e5m2"

@@ -62,10 +62,11 @@ absl::Status WriteTokenShard(const std::string& path, absl::Span<const int32_t> 
   return absl::OkStatus();
 }
 
-absl::Status ParseTokenShard(std::string_view bytes, const std::string& name,
-                             std::vector<int32_t>* out) {
-  if (static_cast<int64_t>(bytes.size()) < kTokenShardHeaderBytes) {
-    return absl::DataLossError(absl::StrCat("token shard ", name, " is truncated: ", bytes.size(),
+absl::Status CheckTokenShardHeader(std::string_view bytes, int64_t file_size,
+                                   const std::string& name) {
+  if (file_size < kTokenShardHeaderBytes ||
+      static_cast<int64_t>(bytes.size()) < kTokenShardHeaderBytes) {
+    return absl::DataLossError(absl::StrCat("token shard ", name, " is truncated: ", file_size,
                                             " bytes, shorter than the ", kTokenShardHeaderBytes,
                                             "-byte header"));
   }
@@ -95,12 +96,23 @@ absl::Status ParseTokenShard(std::string_view bytes, const std::string& name,
         absl::StrCat("token shard ", name, " has a negative token count ", count));
   }
   const int64_t want_size = kTokenShardHeaderBytes + token_bytes * count;
-  if (static_cast<int64_t>(bytes.size()) != want_size) {
+  if (file_size != want_size) {
     return absl::DataLossError(absl::StrCat(
-        "token shard ", name, " is ", bytes.size(), " bytes but its header says ", count,
+        "token shard ", name, " is ", file_size, " bytes but its header says ", count,
         " tokens of ", token_bytes, " bytes = ", want_size, " bytes",
-        static_cast<int64_t>(bytes.size()) < want_size ? " (truncated)" : " (trailing bytes)"));
+        file_size < want_size ? " (truncated)" : " (trailing bytes)"));
   }
+  return absl::OkStatus();
+}
+
+absl::Status ParseTokenShard(std::string_view bytes, const std::string& name,
+                             std::vector<int32_t>* out) {
+  if (absl::Status s = CheckTokenShardHeader(bytes, static_cast<int64_t>(bytes.size()), name);
+      !s.ok()) {
+    return s;
+  }
+  const int32_t count = LoadI32(bytes.data() + 8);
+  const int64_t token_bytes = LoadI32(bytes.data()) == kTokenShardMagicU16 ? 2 : 4;
   const char* p = bytes.data() + kTokenShardHeaderBytes;
   out->reserve(out->size() + count);
   for (int32_t i = 0; i < count; ++i, p += token_bytes) {

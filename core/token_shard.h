@@ -33,6 +33,10 @@ absl::Status WriteTokenShard(const std::string& path, absl::Span<const int32_t> 
 // token does not fit int32.
 absl::Status ParseTokenShard(std::string_view bytes, const std::string& name,
                              std::vector<int32_t>* out);
+// Checks a shard's header (its first kTokenShardHeaderBytes, or all of `header` when the file is
+// shorter) against the file's size, with the errors of ParseTokenShard, without reading tokens.
+absl::Status CheckTokenShardHeader(std::string_view header, int64_t file_size,
+                                   const std::string& name);
 // Reads `path` and appends its tokens; NOT_FOUND when it cannot be opened.
 absl::Status ReadTokenShard(const std::string& path, std::vector<int32_t>* out);
 

@@ -9,6 +9,7 @@
 #include "absl/strings/str_cat.h"
 #include "absl/strings/str_format.h"
 #include "absl/time/clock.h"
+#include "core/checkpoint.h"
 #include "core/job_spec.h"
 #include "core/model_config.h"
 #include "core/trainer_impl.h"
@@ -320,6 +321,10 @@ absl::StatusOr<std::unique_ptr<Trainer>> Trainer::Create(const fp8d::v1::JobSpec
   if (engine == nullptr) return absl::InvalidArgumentError("Trainer::Create: no engine");
   if (options.checkpoint_dir.empty()) {
     return absl::InvalidArgumentError("TrainerOptions.checkpoint_dir is required");
+  }
+  if (const int removed = RemoveStaleCheckpointFiles(options.checkpoint_dir); removed > 0) {
+    spdlog::info("{}: removed {} files left by interrupted checkpoint writes",
+                 options.checkpoint_dir, removed);
   }
   // Resolving is idempotent; doing it here means a spec that skipped it cannot run with
   // unset fields.

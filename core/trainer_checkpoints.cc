@@ -90,8 +90,8 @@ absl::StatusOr<std::string> TrainingLoop::SaveCheckpoint() {
   if (!state.ok()) return state.status();
   const std::string path =
       (fs::path(options_.checkpoint_dir) / CheckpointFileName(meta.step())).string();
-  absl::Status s = WriteCheckpoint(path, *state, meta);
-  if (!s.ok()) return s;
+  absl::StatusOr<std::string> written = WriteCheckpoint(path, *state, meta);
+  if (!written.ok()) return written.status();
   last_checkpoint_step_ = meta.step();
   {
     absl::MutexLock lock(&mu_);
@@ -118,6 +118,7 @@ void TrainingLoop::PruneCheckpoints(const std::string& keep) {
   for (int i = 0; i < excess; ++i) {
     if (files[i] == keep) continue;
     fs::remove(files[i], ec);
+    fs::remove(files[i] + kCheckpointShaSuffix, ec);
   }
 }
 

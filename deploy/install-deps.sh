@@ -6,7 +6,7 @@ set -euo pipefail
 PACKAGES=(
   build-essential cmake ninja-build pkg-config
   protobuf-compiler protobuf-compiler-grpc libprotobuf-dev
-  libgrpc++-dev libabsl-dev libspdlog-dev libyaml-cpp-dev libssl-dev
+  libgrpc++-dev libre2-dev libabsl-dev libspdlog-dev libyaml-cpp-dev libssl-dev
   libgtest-dev libgmock-dev
   python3 python3-grpcio python3-protobuf
   fortunes

@@ -1,15 +1,28 @@
 #include "server/bearer_token.h"
 
+#include <sys/stat.h>
+
 #include <fstream>
 #include <sstream>
 
 #include "absl/strings/ascii.h"
 #include "absl/strings/match.h"
 #include "absl/strings/str_cat.h"
+#include "absl/strings/str_format.h"
 
 namespace fp8d {
 
 absl::StatusOr<std::string> ReadTokenFile(const std::string& path) {
+  struct stat st;
+  if (::stat(path.c_str(), &st) != 0) {
+    return absl::NotFoundError(absl::StrCat("--token-file `", path, "` cannot be read"));
+  }
+  if ((st.st_mode & (S_IRWXG | S_IRWXO)) != 0) {
+    return absl::PermissionDeniedError(absl::StrFormat(
+        "--token-file `%s` has mode %04o: other users can read or change the token; "
+        "allowed: readable by its owner only (chmod 600 %s)",
+        path, st.st_mode & 07777, path));
+  }
   std::ifstream in(path);
   if (!in) return absl::NotFoundError(absl::StrCat("--token-file `", path, "` cannot be read"));
   std::string line;

@@ -12,7 +12,9 @@
 namespace fp8d {
 
 // Reads the token: the file's first line, surrounding whitespace trimmed. NOT_FOUND when the
-// file cannot be read; INVALID_ARGUMENT when the token is shorter than kMinTokenLength.
+// file cannot be read; PERMISSION_DENIED naming the mode when its group or others have any
+// access (a token others can read is no secret); INVALID_ARGUMENT when the token is shorter
+// than kMinTokenLength.
 absl::StatusOr<std::string> ReadTokenFile(const std::string& path);
 inline constexpr size_t kMinTokenLength = 16;
 

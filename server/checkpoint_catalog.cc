@@ -72,7 +72,16 @@ absl::StatusOr<fp8d::v1::Checkpoint> CheckpointCatalog::Describe(const std::stri
   return c;
 }
 
+absl::StatusOr<std::string> CheckpointCatalog::PullSha256(const std::string& path) {
+  absl::StatusOr<std::string> recorded = ReadRecordedSha256(path);
+  if (recorded.ok() || !absl::IsNotFound(recorded.status())) return recorded;
+  if (absl::Status s = VerifyCheckpoint(path); !s.ok()) return s;
+  return Sha256(path);
+}
+
 absl::StatusOr<std::string> CheckpointCatalog::Sha256(const std::string& path) {
+  absl::StatusOr<std::string> recorded = ReadRecordedSha256(path);
+  if (recorded.ok() || !absl::IsNotFound(recorded.status())) return recorded;
   std::error_code ec;
   const auto size = static_cast<int64_t>(fs::file_size(path, ec));
   if (ec) return absl::NotFoundError(absl::StrCat("checkpoint file `", path, "` not found"));

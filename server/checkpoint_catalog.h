@@ -1,6 +1,7 @@
 // The checkpoints of one job as the API shows them: listing with step, size, SHA-256 and recipe
-// version, and byte ranges for pulls. Hashes are cached by (path, size, mtime) because a pull
-// asks for the hash on every chunk and resumed pulls ask again.
+// version, and byte ranges for pulls. The SHA-256 shown is the one recorded when the file was
+// written (core/checkpoint.h); for a checkpoint without a record it is computed (and cached by
+// path, size and mtime).
 #pragma once
 
 #include <cstdint>
@@ -34,6 +35,11 @@ class CheckpointCatalog {
                                                 const std::string& path);
 
   absl::StatusOr<std::string> Sha256(const std::string& path);
+
+  // The hash a pull promises: the one recorded at write time, so bytes damaged on disk since
+  // then fail the client's check. Without a record the file's content hash is verified first
+  // (DATA_LOSS when it fails) and the file's SHA-256 computed.
+  absl::StatusOr<std::string> PullSha256(const std::string& path);
 
  private:
   using Key = std::tuple<std::string, int64_t, int64_t>;  // path, size, mtime ns

@@ -2,15 +2,18 @@
 // serves fp8d.v1.Trainer, grpc.health.v1 and server reflection.
 //
 //   fp8d --listen 127.0.0.1:7070 --state-dir DIR [--data-root DIR] [--token-file F]
-//        [--tls-cert F --tls-key F] [--engine auto|cpu|cuda] [--max-queued N]
-//        [--http-listen [HOST:]PORT]
+//        [--tls-cert F --tls-key F [--tls-client-ca F]] [--engine auto|cpu|cuda]
+//        [--max-queued N] [--stream-stall-timeout SECONDS] [--http-listen [HOST:]PORT]
 //
 // --http-listen also serves /metrics (Prometheus) and the live dashboard over HTTP (HTTPS with
-// --tls-cert), under the same rule as --listen: beyond loopback only with a token or TLS.
+// --tls-cert); beyond loopback only with a token.
+// One daemon per port (no SO_REUSEPORT) and per state dir (STATE/fp8d.lock); files it creates
+// are private to its user (umask 077).
 //
 // SIGTERM/SIGINT: the running job is stopped with a checkpoint (it resumes on the next start),
 // streams end, and the process exits 0.
 #include <signal.h>
+#include <sys/stat.h>
 
 #include <chrono>
 #include <cstdio>
@@ -19,6 +22,7 @@
 #include <map>
 #include <memory>
 #include <optional>
+#include <vector>
 #include <sstream>
 #include <string>
 
@@ -28,11 +32,15 @@
 
 #include "absl/strings/numbers.h"
 #include "absl/strings/str_cat.h"
+#include "absl/time/time.h"
 #include "server/bearer_token.h"
+#include "server/decode_error_interceptor.h"
 #include "server/engine_factory.h"
 #include "server/http_server.h"
 #include "server/job_registry.h"
 #include "server/listen_address.h"
+#include "server/port_owner.h"
+#include "server/state_dir_lock.h"
 #include "server/trainer_service.h"
 #include "spdlog/spdlog.h"
 
@@ -47,9 +55,10 @@ constexpr auto kShutdownGrace = std::chrono::seconds(5);
 
 constexpr char kUsage[] =
     "usage: fp8d --listen HOST:PORT --state-dir DIR [--data-root DIR] [--token-file F]\n"
-    "            [--tls-cert F --tls-key F] [--engine auto|cpu|cuda] [--max-queued N]\n"
-    "            [--http-listen [HOST:]PORT]\n"
-    "Listening beyond loopback requires --token-file or --tls-cert/--tls-key.\n"
+    "            [--tls-cert F --tls-key F [--tls-client-ca F]] [--engine auto|cpu|cuda]\n"
+    "            [--max-queued N] [--stream-stall-timeout SECONDS] [--http-listen [HOST:]PORT]\n"
+    "Listening beyond loopback requires --token-file, or TLS that verifies client\n"
+    "certificates (--tls-cert/--tls-key with --tls-client-ca).\n"
     "--http-listen serves /metrics and the dashboard (HOST defaults to 127.0.0.1).\n"
     "--data-root defaults to the current directory; job data paths must lie inside it.\n";
 
@@ -60,16 +69,19 @@ struct Flags {
   std::string token_file;
   std::string tls_cert;
   std::string tls_key;
+  std::string tls_client_ca;
   std::string engine = "auto";
   int max_queued = 64;
   std::string http_listen;  // empty: no HTTP listener
+  int stall_timeout_s = 60;
 };
 
 bool ParseFlags(int argc, char** argv, Flags* f, std::string* error) {
   std::map<std::string, std::string*> strings = {
       {"--listen", &f->listen},     {"--state-dir", &f->state_dir}, {"--data-root", &f->data_root},
       {"--token-file", &f->token_file}, {"--tls-cert", &f->tls_cert}, {"--tls-key", &f->tls_key},
-      {"--engine", &f->engine},     {"--http-listen", &f->http_listen}};
+      {"--tls-client-ca", &f->tls_client_ca}, {"--engine", &f->engine},
+      {"--http-listen", &f->http_listen}};
   for (int i = 1; i < argc; ++i) {
     std::string arg = argv[i];
     std::string value;
@@ -83,7 +95,8 @@ bool ParseFlags(int argc, char** argv, Flags* f, std::string* error) {
       *error = "";
       return false;
     }
-    const bool known = strings.count(arg) || arg == "--max-queued";
+    const bool known =
+        strings.count(arg) || arg == "--max-queued" || arg == "--stream-stall-timeout";
     if (!known) {
       *error = absl::StrCat("unknown flag ", arg);
       return false;
@@ -100,6 +113,12 @@ bool ParseFlags(int argc, char** argv, Flags* f, std::string* error) {
         *error = "--max-queued must be an integer >= 1";
         return false;
       }
+    } else if (arg == "--stream-stall-timeout") {
+      if (!absl::SimpleAtoi(value, &f->stall_timeout_s) || f->stall_timeout_s < 1 ||
+          f->stall_timeout_s > 86400) {
+        *error = "--stream-stall-timeout must be a number of seconds in 1..86400";
+        return false;
+      }
     } else {
       *strings[arg] = value;
     }
@@ -110,6 +129,10 @@ bool ParseFlags(int argc, char** argv, Flags* f, std::string* error) {
   }
   if (f->tls_cert.empty() != f->tls_key.empty()) {
     *error = "--tls-cert and --tls-key go together";
+    return false;
+  }
+  if (!f->tls_client_ca.empty() && f->tls_cert.empty()) {
+    *error = "--tls-client-ca needs --tls-cert and --tls-key";
     return false;
   }
   return true;
@@ -133,6 +156,8 @@ int main(int argc, char** argv) {
   sigaddset(&stop_signals, SIGTERM);
   sigaddset(&stop_signals, SIGINT);
   pthread_sigmask(SIG_BLOCK, &stop_signals, nullptr);
+  // Job records, logs and checkpoints hold the user's specs and weights: private by default.
+  ::umask(077);
 
   Flags flags;
   std::string error;
@@ -147,8 +172,11 @@ int main(int argc, char** argv) {
     return kExitUsage;
   }
   const bool tls = !flags.tls_cert.empty();
+  // TLS alone only proves the server to clients: anyone who trusts its certificate could
+  // submit jobs. Beyond loopback a client must prove itself, by token or by certificate.
+  const bool client_certs = tls && !flags.tls_client_ca.empty();
   if (absl::Status s = fp8d::CheckListenAuthentication("--listen", *addr,
-                                                       !flags.token_file.empty(), tls);
+                                                       !flags.token_file.empty(), client_certs);
       !s.ok()) {
     std::fprintf(stderr, "fp8d: %s\n", std::string(s.message()).c_str());
     return kExitUsage;
@@ -158,8 +186,9 @@ int main(int argc, char** argv) {
     auto parsed = fp8d::ParseHttpListenAddress(flags.http_listen);
     absl::Status s = parsed.status();
     if (parsed.ok()) {
+      // The HTTP listener verifies no client certificates: beyond loopback it needs the token.
       s = fp8d::CheckListenAuthentication("--http-listen", *parsed, !flags.token_file.empty(),
-                                          tls);
+                                          /*verifies_client_certs=*/false);
     }
     if (!s.ok()) {
       std::fprintf(stderr, "fp8d: %s\n", std::string(s.message()).c_str());
@@ -184,6 +213,19 @@ int main(int argc, char** argv) {
                  device.status().ToString().c_str());
     return kExitStartup;
   }
+  // One daemon per state dir: a second one would load and run the same jobs.
+  std::error_code ec;
+  std::filesystem::create_directories(flags.state_dir, ec);
+  if (ec) {
+    std::fprintf(stderr, "fp8d: --state-dir `%s` cannot be created: %s\n", flags.state_dir.c_str(),
+                 ec.message().c_str());
+    return kExitStartup;
+  }
+  auto lock = fp8d::StateDirLock::Acquire(flags.state_dir);
+  if (!lock.ok()) {
+    std::fprintf(stderr, "fp8d: %s\n", std::string(lock.status().message()).c_str());
+    return kExitStartup;
+  }
   fp8d::RegistryOptions options;
   options.state_dir = flags.state_dir;
   options.data_root = flags.data_root;
@@ -204,12 +246,24 @@ int main(int argc, char** argv) {
       return kExitUsage;
     }
     ssl.pem_key_cert_pairs.push_back(pair);
+    if (client_certs) {
+      if (!ReadFile(flags.tls_client_ca, &ssl.pem_root_certs)) {
+        std::fprintf(stderr, "fp8d: cannot read --tls-client-ca `%s`\n",
+                     flags.tls_client_ca.c_str());
+        return kExitUsage;
+      }
+      ssl.client_certificate_request =
+          GRPC_SSL_REQUEST_AND_REQUIRE_CLIENT_CERTIFICATE_AND_VERIFY;
+    }
     creds = grpc::SslServerCredentials(ssl);
   } else {
     creds = grpc::InsecureServerCredentials();
   }
 
-  fp8d::TrainerService service(&registry, token);
+  fp8d::TrainerServiceOptions service_options;
+  service_options.token = token;
+  service_options.stall_timeout = absl::Seconds(flags.stall_timeout_s);
+  fp8d::TrainerService service(&registry, service_options);
   grpc::EnableDefaultHealthCheckService(true);
   grpc::reflection::InitProtoReflectionServerBuilderPlugin();
   grpc::ServerBuilder builder;
@@ -217,9 +271,19 @@ int main(int argc, char** argv) {
   builder.AddListeningPort(flags.listen, creds, &port);
   builder.RegisterService(&service);
   builder.SetMaxReceiveMessageSize(kMaxRequestBytes);
+  // gRPC sets SO_REUSEPORT by default, which lets a second daemon bind the same port and
+  // clients reach either at random: one daemon per port.
+  builder.AddChannelArgument(GRPC_ARG_ALLOW_REUSEPORT, 0);
+  std::vector<std::unique_ptr<grpc::experimental::ServerInterceptorFactoryInterface>> interceptors;
+  interceptors.push_back(std::make_unique<fp8d::DecodeErrorInterceptorFactory>());
+  builder.experimental().SetInterceptorCreators(std::move(interceptors));
   std::unique_ptr<grpc::Server> server = builder.BuildAndStart();
   if (!server || port == 0) {
-    std::fprintf(stderr, "fp8d: cannot listen on %s\n", flags.listen.c_str());
+    const std::optional<int> owner = fp8d::FindListeningProcess(addr->port);
+    std::fprintf(stderr, "fp8d: cannot listen on %s%s\n", flags.listen.c_str(),
+                 owner ? absl::StrCat(": the port is in use by ", fp8d::DescribeProcess(*owner))
+                             .c_str()
+                       : "");
     return kExitStartup;
   }
   std::unique_ptr<fp8d::HttpServer> http;
@@ -242,7 +306,9 @@ int main(int argc, char** argv) {
   registry.Start();
   spdlog::info("fp8d listening on {}:{} (engine {}, device {}, auth {}, state {})", addr->host,
                port, device->engine, device->name,
-               tls ? (token.empty() ? "tls" : "tls+token") : (token.empty() ? "none" : "token"),
+               tls ? absl::StrCat(client_certs ? "tls+client-certs" : "tls",
+                                  token.empty() ? "" : "+token")
+                   : (token.empty() ? "none" : "token"),
                flags.state_dir);
   if (http_addr) {
     spdlog::info("dashboard and /metrics on {}://{}:{}/", tls ? "https" : "http",

@@ -77,6 +77,13 @@ absl::Status JobRegistry::AdoptContinuedCheckpoint(const std::string& job_id) {
     return absl::InternalError(absl::StrCat("cannot take over ", from, " as ", target.string(),
                                             ": ", ec.message()));
   }
+  // Its SHA-256 record goes with it (pulls check against it); without one the catalog verifies
+  // the checkpoint's content hash and hashes the file instead.
+  const std::string record = source.string() + kCheckpointShaSuffix;
+  if (fs::exists(record, ec)) {
+    fs::copy_file(record, target.string() + kCheckpointShaSuffix,
+                  fs::copy_options::overwrite_existing, ec);
+  }
   spdlog::info("{}: starts from {}", JobName(job_id), from);
   return absl::OkStatus();
 }

@@ -6,13 +6,17 @@
 #include "absl/strings/match.h"
 #include "absl/strings/numbers.h"
 #include "absl/strings/str_cat.h"
+#include "absl/strings/str_join.h"
 #include "absl/time/clock.h"
+#include "core/data_loader.h"
 #include "core/job_spec.h"
+#include "core/metric_log.h"
 #include "core/model_config.h"
 #include "core/path_confinement.h"
 #include "core/recipe_config.h"
 #include "server/engine_factory.h"
 #include "server/fit_estimate.h"
+#include "server/request_limits.h"
 #include "server/resource_names.h"
 #include "spdlog/spdlog.h"
 
@@ -45,7 +49,26 @@ std::string CheckpointNameFromPath(const std::string& job_id, const std::string&
 
 std::string JobIdOf(const v1::JobRecord& r) { return r.job().name().substr(5); }  // "jobs/"
 
-bool HasGlob(const std::string& path) { return path.find_first_of("*?[") != std::string::npos; }
+// The largest step a job's metric log records: how far the job got, whatever its record says
+// (the record is written on state changes, not on every step).
+int64_t LastLoggedStep(const std::string& metric_log) {
+  int64_t last = 0, offset = 0;
+  for (int reads = 0; reads < 1'000'000; ++reads) {  // bounded: each read advances
+    auto read = ReadMetricLog(metric_log, 0, 0, offset);
+    if (!read.ok() || read->records.empty()) break;
+    for (const auto& r : read->records) last = std::max(last, MetricRecordStep(r));
+    offset = read->next_offset;
+  }
+  return last;
+}
+
+// The submission number at the end of a job id ("demo-12" -> 12), 0 when there is none.
+int64_t SeqOfId(const std::string& id) {
+  const size_t dash = id.rfind('-');
+  int64_t seq = 0;
+  if (dash == std::string::npos || !absl::SimpleAtoi(id.substr(dash + 1), &seq)) return 0;
+  return seq;
+}
 
 }  // namespace
 
@@ -57,11 +80,12 @@ JobRegistry::~JobRegistry() { Shutdown(); }
 absl::Status JobRegistry::Load() {
   if (absl::Status s = store_.Init(); !s.ok()) return s;
   RemoveDeletedJobDirs();
-  std::vector<std::string> errors;
-  std::vector<v1::JobRecord> records = store_.LoadAll(&errors);
-  for (const auto& e : errors) spdlog::error("state dir: skipping unreadable job record {}", e);
+  JobStore::Loaded loaded = store_.LoadAll();
+  for (const auto& r : loaded.restored) {
+    spdlog::warn("state dir: job record restored from its backup copy: {}", r);
+  }
   absl::MutexLock lock(&mu_);
-  for (auto& record : records) {
+  for (auto& record : loaded.records) {
     const std::string id = JobIdOf(record);
     Entry& entry = jobs_[id];
     entry.record = std::move(record);
@@ -69,17 +93,20 @@ absl::Status JobRegistry::Load() {
     if (!entry.record.request_id().empty()) by_request_id_[entry.record.request_id()] = id;
     v1::Job& job = *entry.record.mutable_job();
     if (job.state() == v1::RUNNING || job.state() == v1::PAUSED) {
-      // The daemon died under this job (kill -9, power loss): resume or fail it explicitly.
+      // The daemon died under this job (kill -9, power loss): it runs again, from its latest
+      // intact checkpoint or, when it had none yet, from step 0 (training is deterministic, so
+      // the steps it re-runs are the ones it lost).
+      job.set_step(std::max(job.step(), LastLoggedStep(store_.MetricLogPath(id))));
       auto checkpoints = catalog_.List(id, store_.CheckpointDir(id));
+      job.set_state(v1::QUEUED);
       if (checkpoints.empty()) {
-        job.set_state(v1::FAILED);
-        job.set_reason(absl::StrCat("no checkpoint to resume from: the daemon stopped while the "
-                                    "job was at step ", job.step()));
-        job.set_end_unix_micros(NowMicros());
+        job.set_reason(absl::StrCat("restarting from step 0 after a daemon restart: the daemon "
+                                    "stopped at step ", job.step(),
+                                    ", before the job's first checkpoint"));
       } else {
-        job.set_state(v1::QUEUED);
         job.set_reason(absl::StrCat("resuming from ", checkpoints.back().name(), " (step ",
-                                    checkpoints.back().step(), ") after a daemon restart"));
+                                    checkpoints.back().step(), ") after a daemon restart at step ",
+                                    job.step()));
       }
       Persist(entry);
       spdlog::info("{}: {} ({})", job.name(), StateName(job.state()), job.reason());
@@ -88,6 +115,21 @@ absl::Status JobRegistry::Load() {
       entry.feeds->metrics.Close();
       entry.feeds->amax.Close();
     }
+  }
+  for (const auto& [id, why] : loaded.damaged) {
+    // Shown, never run, never overwritten: its files stay as they are for the operator.
+    Entry& entry = jobs_[id];
+    entry.damaged = true;
+    entry.record.set_queue_seq(SeqOfId(id));
+    next_seq_ = std::max(next_seq_, entry.record.queue_seq() + 1);
+    v1::Job& job = *entry.record.mutable_job();
+    job.set_name(JobName(id));
+    job.set_state(v1::FAILED);
+    job.set_reason(absl::StrCat("job record damaged: ", why, "; the job cannot run again, its "
+                                "logs and checkpoints are kept in ", store_.JobDir(id)));
+    entry.feeds->metrics.Close();
+    entry.feeds->amax.Close();
+    spdlog::error("{}: {}", job.name(), job.reason());
   }
   spdlog::info("state dir {}: {} jobs, {} queued", options_.state_dir, jobs_.size(), QueuedCount());
   return absl::OkStatus();
@@ -200,18 +242,43 @@ void JobRegistry::RunJob(const std::string& id) {
     Finish(id, v1::FAILED, s.ToString());
     return;
   }
+  // Resume from the newest checkpoint that reads back intact; a damaged one (DATA_LOSS: its
+  // content hash fails, before any state is loaded) is passed over with an event.
   auto checkpoints = catalog_.List(id, store_.CheckpointDir(id));
-  if (!checkpoints.empty()) {
-    const std::string& name = checkpoints.back().name();
+  std::vector<std::string> damaged;
+  bool resumed = checkpoints.empty();
+  for (auto it = checkpoints.rbegin(); it != checkpoints.rend() && !resumed; ++it) {
+    const std::string& name = it->name();
     const std::string path =
         (fs::path(store_.CheckpointDir(id)) /
          absl::StrCat(name.substr(name.rfind('/') + 1), kCheckpointSuffix))
             .string();
-    if (absl::Status s = trainer->ResumeFrom(path); !s.ok()) {
+    absl::Status s = trainer->ResumeFrom(path);
+    if (s.ok()) {
+      resumed = true;
+      spdlog::info("{}: resumed from {}", JobName(id), name);
+      break;
+    }
+    if (!absl::IsDataLoss(s)) {
       Finish(id, v1::FAILED, absl::StrCat("cannot resume from ", name, ": ", s.ToString()));
       return;
     }
-    spdlog::info("{}: resumed from {}", JobName(id), name);
+    damaged.push_back(absl::StrCat(name, ": ", s.message()));
+    spdlog::warn("{}: skipping damaged checkpoint {}: {}", JobName(id), name,
+                 std::string(s.message()));
+    v1::MetricRecord event;
+    event.mutable_event()->set_step(it->step());
+    event.mutable_event()->set_kind("checkpoint_skipped");
+    event.mutable_event()->set_message(absl::StrCat(
+        "checkpoint ", name, " is damaged and was skipped: ", s.message(),
+        std::next(it) != checkpoints.rend() ? "; trying the one before it" : ""));
+    event.mutable_event()->set_checkpoint(path);
+    (*telemetry)->OnMetric(event);
+  }
+  if (!resumed) {
+    Finish(id, v1::FAILED, absl::StrCat("every checkpoint of the job is damaged, none to resume "
+                                        "from: ", absl::StrJoin(damaged, "; ")));
+    return;
   }
   {
     absl::MutexLock lock(&mu_);
@@ -322,6 +389,7 @@ void JobRegistry::OnMetric(const std::string& id, const v1::MetricRecord& record
 }
 
 void JobRegistry::Persist(const Entry& entry) {
+  if (entry.damaged) return;  // its files stay as found
   if (absl::Status s = store_.Save(entry.record); !s.ok()) {
     spdlog::error("{}: cannot persist job record: {}", entry.record.job().name(), s.ToString());
   }
@@ -348,20 +416,11 @@ absl::Status JobRegistry::CheckRecipeSupported(const std::string& recipe_name) c
 }
 
 absl::Status JobRegistry::ValidateSpec(v1::JobSpec* spec) const {
-  for (const auto& [field, path] : {std::pair<std::string, std::string>{"data.train", spec->data().train()},
-                                    {"data.val", spec->data().val()}}) {
-    if (path.empty()) continue;
-    auto confined = ConfinePath(options_.data_root, path);
-    if (!confined.ok()) {
-      return absl::Status(confined.status().code(),
-                          absl::StrCat(field, ": ", confined.status().message()));
-    }
-    std::error_code ec;
-    if (!HasGlob(path) && !fs::exists(*confined, ec)) {
-      return absl::NotFoundError(absl::StrCat(field, " `", path, "` not found (resolved to `",
-                                              *confined, "`)"));
-    }
-  }
+  // Strings that came in a job file's text are bounded like those of a JobSpec message.
+  if (absl::Status s = CheckRequestBounds(*spec, "spec"); !s.ok()) return s;
+  // Confinement and the data files themselves, so a job that cannot read its data is refused
+  // now instead of failing when it starts.
+  if (absl::Status s = CheckDataFiles(spec->data(), options_.data_root); !s.ok()) return s;
   if (absl::Status s = CheckRecipeSupported(spec->recipe().name()); !s.ok()) return s;
   auto model = ResolveModelConfig(spec->model());
   if (!model.ok()) return model.status();
@@ -382,9 +441,14 @@ absl::StatusOr<v1::Job> JobRegistry::Submit(const v1::SubmitJobRequest& request)
   if (request.has_spec()) {
     spec = request.spec();
   } else if (!request.spec_text().empty()) {
-    auto parsed = ParseJobText(request.spec_text(), "spec_text");
+    const std::string source = request.spec_file().empty() ? "spec_text" : request.spec_file();
+    auto parsed = ParseJobText(request.spec_text(), source);
     if (!parsed.ok()) return parsed.status();
     spec = *std::move(parsed);
+  } else if (!request.spec_file().empty()) {
+    return absl::InvalidArgumentError(absl::StrCat(
+        "job file `", request.spec_file(), "` is empty: a job file is a YAML or JSON mapping of "
+        "JobSpec fields (name, model, data, steps, ...)"));
   } else {
     return absl::InvalidArgumentError("spec or spec_text is required: send a JobSpec or a job file's text");
   }
@@ -415,14 +479,14 @@ absl::StatusOr<v1::Job> JobRegistry::Submit(const v1::SubmitJobRequest& request)
   }
   std::string id;
   int64_t seq = 0;
-  do {
+  do {  // never an id in use, nor one whose folder is on disk (a damaged or removed job's)
     seq = next_seq_++;
     id = MakeJobId(resolved->name(), seq);
-  } while (jobs_.count(id));
-  Entry& entry = jobs_[id];
-  entry.record.set_request_id(request.request_id());
-  entry.record.set_queue_seq(seq);
-  v1::Job& job = *entry.record.mutable_job();
+  } while (jobs_.count(id) || fs::exists(store_.JobDir(id)));
+  v1::JobRecord record;
+  record.set_request_id(request.request_id());
+  record.set_queue_seq(seq);
+  v1::Job& job = *record.mutable_job();
   job.set_name(JobName(id));
   *job.mutable_spec() = *resolved;
   job.set_state(v1::QUEUED);
@@ -431,11 +495,18 @@ absl::StatusOr<v1::Job> JobRegistry::Submit(const v1::SubmitJobRequest& request)
   job.set_recipe_version(1);  // the submitted recipe; UpdateRecipe hands out 2, 3, ...
   job.set_create_unix_micros(NowMicros());
   job.set_continued_from(continued_from);
-  Persist(entry);
+  // All or nothing: a job exists once its record is on disk, and only then.
+  if (absl::Status s = store_.Save(record); !s.ok()) {
+    std::error_code ec;
+    fs::remove_all(store_.JobDir(id), ec);
+    return absl::UnavailableError(absl::StrCat("the job could not be stored: ", s.message()));
+  }
+  Entry& entry = jobs_[id];
+  entry.record = std::move(record);
   if (!request.request_id().empty()) by_request_id_[request.request_id()] = id;
   changed_.SignalAll();
-  spdlog::info("{}: submitted ({} steps, recipe {})", job.name(), job.total_steps(),
-               job.recipe().name());
+  spdlog::info("{}: submitted ({} steps, recipe {})", entry.record.job().name(),
+               entry.record.job().total_steps(), entry.record.job().recipe().name());
   return View(entry);
 }
 
@@ -466,12 +537,19 @@ absl::StatusOr<v1::ListJobsResponse> JobRegistry::List(int page_size, const std:
   std::sort(entries.begin(), entries.end(), [](const Entry* a, const Entry* b) {
     return a->record.queue_seq() < b->record.queue_seq();
   });
+  // A page ends at `size` jobs or kMaxListResponseBytes, whichever comes first (at least one
+  // job), so a reply always fits a client's message limit.
   v1::ListJobsResponse response;
-  for (size_t i = 0; i < entries.size() && i < static_cast<size_t>(size); ++i) {
-    *response.add_jobs() = View(*entries[i]);
+  size_t bytes = 0, taken = 0;
+  for (; taken < entries.size() && taken < static_cast<size_t>(size); ++taken) {
+    v1::Job view = View(*entries[taken]);
+    const size_t add = view.ByteSizeLong();
+    if (taken > 0 && bytes + add > kMaxListResponseBytes) break;
+    bytes += add;
+    *response.add_jobs() = std::move(view);
   }
-  if (entries.size() > static_cast<size_t>(size)) {
-    response.set_next_page_token(absl::StrCat(entries[size - 1]->record.queue_seq()));
+  if (taken < entries.size()) {
+    response.set_next_page_token(absl::StrCat(entries[taken - 1]->record.queue_seq()));
   }
   return response;
 }

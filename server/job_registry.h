@@ -34,6 +34,7 @@ struct RegistryOptions {
 
 inline constexpr int kDefaultPageSize = 50;
 inline constexpr int kMaxPageSize = 500;
+inline constexpr size_t kMaxListResponseBytes = 1 << 20;
 
 class JobRegistry {
  public:
@@ -41,7 +42,8 @@ class JobRegistry {
   ~JobRegistry();
 
   // Loads the state dir. A job that was RUNNING or PAUSED when the daemon died is queued to
-  // resume from its latest checkpoint, or FAILED "no checkpoint to resume from".
+  // resume from its latest intact checkpoint, or from step 0 when it had none. A job whose
+  // record and backup are both damaged is listed as FAILED saying so, and never run.
   absl::Status Load();
   // Starts the scheduler thread.
   void Start();
@@ -86,6 +88,7 @@ class JobRegistry {
     std::shared_ptr<JobFeeds> feeds = std::make_shared<JobFeeds>();
     std::shared_ptr<Trainer> trainer;  // set while the job holds the accelerator
     bool stop_for_shutdown = false;
+    bool damaged = false;              // record unreadable: shown, never run or rewritten
   };
 
   void SchedulerLoop();

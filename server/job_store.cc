@@ -29,7 +29,7 @@ absl::Status ErrnoError(const std::string& what, const std::string& path) {
 
 absl::Status WriteFileAtomically(const std::string& path, const std::string& contents) {
   const std::string tmp = absl::StrCat(path, ".tmp");
-  const int fd = ::open(tmp.c_str(), O_WRONLY | O_CREAT | O_TRUNC | O_CLOEXEC, 0644);
+  const int fd = ::open(tmp.c_str(), O_WRONLY | O_CREAT | O_TRUNC | O_CLOEXEC, 0600);
   if (fd < 0) return ErrnoError("cannot create", tmp);
   size_t done = 0;
   while (done < contents.size()) {
@@ -74,6 +74,13 @@ absl::Status JobStore::Init() {
         absl::StrCat("--state-dir `", state_dir_, "` is not writable: ", s.message()));
   }
   fs::remove(probe, ec);
+  for (const fs::path& dir : {fs::path(state_dir_), fs::path(state_dir_) / "jobs"}) {
+    fs::permissions(dir, fs::perms::owner_all, fs::perm_options::replace, ec);
+    if (ec) {
+      return absl::FailedPreconditionError(
+          absl::StrCat("cannot make `", dir.string(), "` private (0700): ", ec.message()));
+    }
+  }
   return absl::OkStatus();
 }
 
@@ -105,34 +112,74 @@ absl::Status JobStore::Save(const fp8d::v1::JobRecord& record) const {
   if (auto s = google::protobuf::util::MessageToJsonString(record, &json, options); !s.ok()) {
     return absl::InternalError(absl::StrCat("cannot encode job record: ", s.ToString()));
   }
-  return WriteFileAtomically((fs::path(dir) / "job.json").string(), json);
+  if (absl::Status s = WriteFileAtomically((fs::path(dir) / kJobRecordFile).string(), json);
+      !s.ok()) {
+    return s;
+  }
+  return WriteFileAtomically((fs::path(dir) / kJobRecordBackupFile).string(), json);
 }
 
-std::vector<fp8d::v1::JobRecord> JobStore::LoadAll(std::vector<std::string>* errors) const {
-  std::vector<fp8d::v1::JobRecord> records;
+namespace {
+
+// One copy of a job's record, checked against the folder it lives in.
+absl::StatusOr<fp8d::v1::JobRecord> ReadRecord(const fs::path& file, const std::string& id) {
+  std::ifstream in(file, std::ios::binary);
+  if (!in) return absl::NotFoundError(absl::StrCat(file.filename().string(), " is missing"));
+  std::stringstream text;
+  text << in.rdbuf();
+  fp8d::v1::JobRecord record;
+  google::protobuf::util::JsonParseOptions options;
+  options.ignore_unknown_fields = true;  // records written by a newer daemon still load
+  auto s = google::protobuf::util::JsonStringToMessage(text.str(), &record, options);
+  if (!s.ok()) {
+    return absl::DataLossError(absl::StrCat(file.filename().string(), " is not a job record: ",
+                                            std::string(s.message())));
+  }
+  if (record.job().name() != JobName(id)) {
+    return absl::DataLossError(absl::StrCat(file.filename().string(), " names `",
+                                            record.job().name(), "`, not its folder's job"));
+  }
+  return record;
+}
+
+}  // namespace
+
+JobStore::Loaded JobStore::LoadAll() const {
+  Loaded loaded;
   std::error_code ec;
   for (const auto& entry : fs::directory_iterator(fs::path(state_dir_) / "jobs", ec)) {
-    if (!entry.is_directory() || !IsValidId(entry.path().filename().string())) continue;
-    const fs::path file = entry.path() / "job.json";
-    if (!fs::exists(file)) continue;
-    std::ifstream in(file);
-    std::stringstream text;
-    text << in.rdbuf();
-    fp8d::v1::JobRecord record;
-    google::protobuf::util::JsonParseOptions options;
-    options.ignore_unknown_fields = true;  // records written by a newer daemon still load
-    auto s = google::protobuf::util::JsonStringToMessage(text.str(), &record, options);
-    if (!s.ok() || record.job().name() != JobName(entry.path().filename().string())) {
-      errors->push_back(absl::StrCat(file.string(), ": ",
-                                     s.ok() ? "name does not match its folder" : s.ToString()));
+    const std::string id = entry.path().filename().string();
+    if (!entry.is_directory() || !IsValidId(id)) continue;
+    absl::StatusOr<fp8d::v1::JobRecord> primary = ReadRecord(entry.path() / kJobRecordFile, id);
+    if (primary.ok()) {
+      loaded.records.push_back(*std::move(primary));
       continue;
     }
-    records.push_back(std::move(record));
+    absl::StatusOr<fp8d::v1::JobRecord> backup =
+        ReadRecord(entry.path() / kJobRecordBackupFile, id);
+    if (backup.ok()) {
+      loaded.restored.push_back(absl::StrCat(id, ": ", primary.status().message()));
+      // Put the good copy back, so the next damage finds two again.
+      if (absl::Status s = Save(*backup); !s.ok()) {
+        loaded.restored.back() += absl::StrCat(" (not rewritten: ", s.message(), ")");
+      }
+      loaded.records.push_back(*std::move(backup));
+      continue;
+    }
+    // A folder with no record at all was never a job (a submit that failed before its first
+    // write leaves none), unless it holds a job's files.
+    const bool empty_folder = absl::IsNotFound(primary.status()) &&
+                              absl::IsNotFound(backup.status()) &&
+                              !fs::exists(entry.path() / kMetricLogFile, ec) &&
+                              !fs::exists(entry.path() / "checkpoints", ec);
+    if (empty_folder) continue;
+    loaded.damaged.emplace_back(
+        id, absl::StrCat(primary.status().message(), "; ", backup.status().message()));
   }
-  std::sort(records.begin(), records.end(), [](const auto& a, const auto& b) {
+  std::sort(loaded.records.begin(), loaded.records.end(), [](const auto& a, const auto& b) {
     return a.queue_seq() < b.queue_seq();
   });
-  return records;
+  return loaded;
 }
 
 }  // namespace fp8d

@@ -1,12 +1,15 @@
 // The daemon's state dir: one folder per job holding its record, logs and checkpoints.
 //
 //   STATE/jobs/{job}/job.json          JobRecord as JSON, replaced atomically on every change
+//   STATE/jobs/{job}/job.backup.json   the same record, written after job.json: a second copy
 //   STATE/jobs/{job}/metrics.log       MetricRecord log (core/metric_log.h)
 //   STATE/jobs/{job}/amax.log          AmaxRecord log
 //   STATE/jobs/{job}/checkpoints/      step-NNNNNNNN.safetensors written by the trainer
 //
 // A record is written with temp file + fsync + rename + directory fsync, so after `kill -9` or a
-// power cut each job.json is either the old or the new version, never a torn mix.
+// power cut each job.json is either the old or the new version, never a torn mix; when it is
+// damaged later (bit rot, a bad edit) the backup copy restores it. Everything is private to the
+// daemon's user: directories 0700, files 0600.
 #pragma once
 
 #include <string>
@@ -22,7 +25,8 @@ class JobStore {
  public:
   explicit JobStore(std::string state_dir);
 
-  // Creates STATE/jobs when missing; FAILED_PRECONDITION when it cannot be created or written.
+  // Creates STATE/jobs when missing and makes STATE and STATE/jobs private (0700);
+  // FAILED_PRECONDITION when they cannot be created or written.
   absl::Status Init();
 
   std::string JobDir(const std::string& job_id) const;
@@ -32,15 +36,25 @@ class JobStore {
 
   absl::Status Save(const fp8d::v1::JobRecord& record) const;
 
-  // Every readable record, in submission order. A record that fails to parse is reported in
-  // `errors` (file and reason) and skipped, so one bad file cannot keep the daemon down.
-  std::vector<fp8d::v1::JobRecord> LoadAll(std::vector<std::string>* errors) const;
+  struct Loaded {
+    std::vector<fp8d::v1::JobRecord> records;  // in submission order
+    // Jobs whose job.json was damaged but whose backup copy was intact (restored on disk).
+    std::vector<std::string> restored;         // "id: why job.json was unreadable"
+    // Job folders with neither copy readable: {id, why}. Their files are left untouched.
+    std::vector<std::pair<std::string, std::string>> damaged;
+  };
+  // Every job folder's record. One bad file cannot keep the daemon down or hide its job.
+  Loaded LoadAll() const;
 
  private:
   std::string state_dir_;
 };
 
-// Writes `contents` to `path` atomically (temp file in the same dir, fsync, rename, dir fsync).
+inline constexpr char kJobRecordFile[] = "job.json";
+inline constexpr char kJobRecordBackupFile[] = "job.backup.json";
+
+// Writes `contents` to `path` atomically (temp file in the same dir, fsync, rename, dir fsync),
+// readable and writable by its owner only.
 absl::Status WriteFileAtomically(const std::string& path, const std::string& contents);
 
 }  // namespace fp8d

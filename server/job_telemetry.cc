@@ -3,6 +3,7 @@
 #include <filesystem>
 
 #include "absl/strings/match.h"
+#include "absl/strings/str_cat.h"
 #include "server/checkpoint_catalog.h"
 #include "server/resource_names.h"
 #include "spdlog/spdlog.h"
@@ -20,12 +21,27 @@ int64_t FileSize(const std::string& path) {
 
 }  // namespace
 
+std::string DescribeDamage(const std::string& file, const LogDamage& damage) {
+  std::string out;
+  if (damage.header_repaired) absl::StrAppend(&out, file, ": its header was damaged");
+  if (damage.damaged_regions > 0) {
+    absl::StrAppend(&out, out.empty() ? file : std::string(";"), " ", damage.damaged_bytes,
+                    " damaged bytes in ", damage.damaged_regions,
+                    " places (first at offset ", damage.first_damaged_offset,
+                    ") were skipped");
+  }
+  absl::StrAppend(&out, "; every intact record is kept");
+  return out;
+}
+
 absl::StatusOr<std::unique_ptr<JobTelemetry>> JobTelemetry::Open(const std::string& job_id,
                                                                   const std::string& job_dir,
                                                                   std::shared_ptr<JobFeeds> feeds,
                                                                   MetricObserver observer,
                                                                   int64_t total_steps) {
-  auto log = MetricLog::Open(job_dir);
+  // A job runs again only from a checkpoint (or step 0) after a stop: the steps it re-runs are
+  // already in its logs, so they are not logged twice.
+  auto log = MetricLog::Open(job_dir, /*skip_logged_steps=*/true);
   if (!log.ok()) return log.status();
   auto tensorboard = TensorBoardWriter::Open(job_dir, total_steps);
   if (!tensorboard.ok()) {
@@ -38,6 +54,18 @@ absl::StatusOr<std::unique_ptr<JobTelemetry>> JobTelemetry::Open(const std::stri
   if (tensorboard.ok()) telemetry->tensorboard_ = *std::move(tensorboard);
   telemetry->metric_end_ = FileSize(telemetry->log_->metric_path());
   telemetry->amax_end_ = FileSize(telemetry->log_->amax_path());
+  // Damage found on opening is reported where users look: in the job's metric stream.
+  const std::pair<const char*, LogDamage> logs[] = {
+      {kMetricLogFile, telemetry->log_->metric_damage()},
+      {kAmaxLogFile, telemetry->log_->amax_damage()}};
+  for (const auto& [file, damage] : logs) {
+    if (!damage.any()) continue;
+    fp8d::v1::MetricRecord event;
+    event.mutable_event()->set_step(telemetry->log_->last_logged_step());
+    event.mutable_event()->set_kind("log_damaged");
+    event.mutable_event()->set_message(DescribeDamage(file, damage));
+    telemetry->OnMetric(event);
+  }
   return telemetry;
 }
 
@@ -47,6 +75,10 @@ JobTelemetry::JobTelemetry(std::string job_id, std::unique_ptr<MetricLog> log,
       log_(std::move(log)), feeds_(std::move(feeds)), observer_(std::move(observer)) {}
 
 void JobTelemetry::OnMetric(const fp8d::v1::MetricRecord& record) {
+  if (log_->AlreadyLogged(record)) {
+    if (observer_) observer_(record);  // progress still shows the re-run
+    return;
+  }
   fp8d::v1::MetricRecord stored = record;
   if (stored.has_event() && !stored.event().checkpoint().empty()) {
     std::string file = fs::path(stored.event().checkpoint()).filename().string();
@@ -69,6 +101,7 @@ void JobTelemetry::OnMetric(const fp8d::v1::MetricRecord& record) {
 }
 
 void JobTelemetry::OnAmax(const fp8d::v1::AmaxRecord& record) {
+  if (log_->AlreadyLogged(record)) return;
   if (absl::Status s = log_->AppendAmax(record); !s.ok()) {
     spdlog::warn("amax log {}: {}", log_->amax_path(), s.ToString());
     return;

@@ -27,6 +27,9 @@ struct JobFeeds {
   RecordFeed<fp8d::v1::AmaxRecord> amax{kAmaxFeedCapacity};
 };
 
+// "metrics.log: 120 damaged bytes in 1 places (first at offset 4096) were skipped; ..."
+std::string DescribeDamage(const std::string& file, const LogDamage& damage);
+
 class JobTelemetry : public MetricSink {
  public:
   using MetricObserver = std::function<void(const fp8d::v1::MetricRecord&)>;

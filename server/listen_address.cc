@@ -59,12 +59,17 @@ absl::StatusOr<ListenAddress> ParseHttpListenAddress(const std::string& text) {
 }
 
 absl::Status CheckListenAuthentication(const std::string& flag, const ListenAddress& address,
-                                       bool has_token, bool has_tls) {
-  if (IsLoopbackHost(address.host) || has_token || has_tls) return absl::OkStatus();
+                                       bool has_token, bool verifies_client_certs) {
+  if (IsLoopbackHost(address.host) || has_token || verifies_client_certs) {
+    return absl::OkStatus();
+  }
   return absl::InvalidArgumentError(absl::StrCat(
       "refusing to listen on ", address.host, ":", address.port, " (", flag,
       ") without authentication: ", address.host,
-      " is not a loopback address; give --token-file or --tls-cert/--tls-key"));
+      " is not a loopback address; give --token-file (clients send the token on every call)",
+      flag == "--listen" ? " or --tls-client-ca with --tls-cert/--tls-key (clients present a "
+                           "certificate it signed); TLS alone does not authenticate clients"
+                         : ""));
 }
 
 }  // namespace fp8d

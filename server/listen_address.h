@@ -23,9 +23,10 @@ bool IsLoopbackHost(const std::string& host);
 // --http-listen: HOST:PORT as above, or a bare PORT on 127.0.0.1.
 absl::StatusOr<ListenAddress> ParseHttpListenAddress(const std::string& text);
 
-// The one rule for every listener (`flag` names it): beyond loopback only with a token or TLS.
-// INVALID_ARGUMENT saying what to add otherwise.
+// The one rule for every listener (`flag` names it): beyond loopback only when clients prove
+// who they are, with the token or with a certificate the listener verifies (TLS alone proves
+// only the server). INVALID_ARGUMENT saying what to add otherwise.
 absl::Status CheckListenAuthentication(const std::string& flag, const ListenAddress& address,
-                                       bool has_token, bool has_tls);
+                                       bool has_token, bool verifies_client_certs);
 
 }  // namespace fp8d

@@ -231,7 +231,9 @@ int Main(int argc, char** argv) {
   if (!engine.ok()) return Fail(engine.status());
   const DeviceInfo device = (*engine)->device();
 
-  absl::StatusOr<std::unique_ptr<MetricLog>> log = MetricLog::Open(out);
+  // A resumed run re-runs the steps after its checkpoint that were logged before it stopped.
+  absl::StatusOr<std::unique_ptr<MetricLog>> log =
+      MetricLog::Open(out, /*skip_logged_steps=*/!args->resume.empty());
   if (!log.ok()) return Fail(log.status());
   absl::StatusOr<std::unique_ptr<TensorBoardWriter>> tensorboard =
       TensorBoardWriter::Open(out, spec->steps());

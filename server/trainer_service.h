@@ -3,21 +3,27 @@
 // the persisted logs and then follow the job through its in-memory feeds.
 #pragma once
 
-#include <atomic>
+#include <functional>
 #include <string>
 
 #include "fp8d/v1/trainer.grpc.pb.h"
 #include "server/job_registry.h"
+#include "server/stream_limits.h"
 
 namespace fp8d {
 
-// Concurrent StreamMetrics/StreamAmax/PullCheckpoint calls beyond this get RESOURCE_EXHAUSTED.
-inline constexpr int kMaxConcurrentStreams = 128;
+inline constexpr size_t kMaxCheckpointPageSize = 1000;
+
+struct TrainerServiceOptions {
+  // Empty = no authentication (loopback, or TLS with verified client certificates; fp8d_main
+  // enforces that).
+  std::string token;
+  absl::Duration stall_timeout = kDefaultStallTimeout;
+};
 
 class TrainerService final : public fp8d::v1::Trainer::Service {
  public:
-  // `token` empty = no authentication (loopback only; fp8d_main enforces that).
-  TrainerService(JobRegistry* registry, std::string token);
+  TrainerService(JobRegistry* registry, TrainerServiceOptions options);
 
   grpc::Status GetServerInfo(grpc::ServerContext* ctx, const fp8d::v1::GetServerInfoRequest* req,
                              fp8d::v1::ServerInfo* resp) override;
@@ -52,16 +58,23 @@ class TrainerService final : public fp8d::v1::Trainer::Service {
                          fp8d::v1::DeleteJobResponse* resp) override;
 
   // Streams open right now (exported as fp8d_open_streams).
-  int open_streams() const { return streams_.load(); }
+  int open_streams() const { return limiter_.open(); }
 
  private:
   grpc::Status Authorize(const grpc::ServerContext* ctx) const;
-  // Counts a stream for its lifetime; refuses beyond kMaxConcurrentStreams.
-  class StreamSlot;
+  // Replays a job's log and, when `follow`, keeps sending until the job ends (see the .cc).
+  template <typename Record, typename ReadFn, typename KeepFn>
+  grpc::Status ReplayAndFollow(grpc::ServerContext* ctx, RecordFeed<Record>& feed, ReadFn read,
+                               KeepFn keep, const std::function<bool()>& ended, bool follow,
+                               grpc::ServerWriter<Record>* writer);
+  // Writer::Write under the stall watchdog.
+  template <typename Record>
+  bool Write(grpc::ServerContext* ctx, grpc::ServerWriter<Record>* writer, const Record& r);
 
   JobRegistry* registry_;
   const std::string token_;
-  std::atomic<int> streams_{0};
+  mutable StreamLimiter limiter_;
+  StallWatchdog watchdog_;
 };
 
 }  // namespace fp8d

@@ -4,6 +4,8 @@
 
 #include <stdlib.h>
 #include <sys/stat.h>
+#include <sys/wait.h>
+#include <unistd.h>
 
 #include <filesystem>
 #include <fstream>
@@ -12,6 +14,7 @@
 
 #include "core/safetensors.h"
 #include "core/sha256.h"
+#include "google/protobuf/util/json_util.h"
 #include "gtest/gtest.h"
 
 namespace fp8d {
@@ -120,21 +123,90 @@ TEST_F(CheckpointTest, MetadataReadsFromTheHeaderAlone) {
   EXPECT_EQ(meta->step(), 12);
   EXPECT_EQ(meta->recipe().name(), "delayed");
   EXPECT_EQ(meta->data().cursor(), 37);
-  EXPECT_EQ(meta->format_version(), 1);
+  EXPECT_EQ(meta->format_version(), 2);
 }
 
-TEST_F(CheckpointTest, FileIsPlainSafetensorsWithHashOfTheDataSection) {
+TEST_F(CheckpointTest, FileIsPlainSafetensorsWithAContentHashAndARecordOfItsBytes) {
   const std::string path = Path("c.safetensors");
   const std::string bytes = WriteSample(path);
   auto file = ParseSafetensors(bytes);
   ASSERT_TRUE(file.ok()) << file.status();
   EXPECT_EQ(file->tensors.size(), 4u);
   ASSERT_TRUE(file->metadata.count(kCheckpointMetadataKey));
-  ASSERT_TRUE(file->metadata.count(kCheckpointDataShaKey));
-  auto header = ParseSafetensorsHeader(bytes, static_cast<int64_t>(bytes.size()));
-  ASSERT_TRUE(header.ok());
-  EXPECT_EQ(file->metadata.at(kCheckpointDataShaKey),
-            Sha256Hex(std::string_view(bytes).substr(header->data_offset)));
+  ASSERT_TRUE(file->metadata.count(kCheckpointContentShaKey));
+  // The record beside the file is the SHA-256 of its bytes, in sha256sum's format.
+  auto recorded = ReadRecordedSha256(path);
+  ASSERT_TRUE(recorded.ok()) << recorded.status();
+  EXPECT_EQ(*recorded, Sha256Hex(bytes));
+  EXPECT_EQ(ReadAll(path + ".sha256"), *recorded + "  c.safetensors\n");
+}
+
+// Replaces `from` by `to` (same length) in the file's JSON header.
+void EditHeader(const std::string& path, const std::string& from, const std::string& to) {
+  std::string bytes = ReadAll(path);
+  const size_t at = bytes.find(from);
+  ASSERT_NE(at, std::string::npos) << from;
+  ASSERT_EQ(from.size(), to.size());
+  bytes.replace(at, from.size(), to);
+  WriteAll(path, bytes);
+}
+
+TEST_F(CheckpointTest, EditedHeaderFieldsAreDataLoss) {
+  // The metadata is JSON inside the JSON header, so its quotes are escaped there. Each edit
+  // keeps the file valid safetensors with valid metadata: only the hash can tell.
+  for (const auto& [from, to] :
+       std::vector<std::pair<std::string, std::string>>{{"\\\"step\\\":\\\"12\\\"",
+                                                         "\\\"step\\\":\\\"13\\\""},
+                                                        {"\\\"cursor\\\":\\\"37\\\"",
+                                                         "\\\"cursor\\\":\\\"38\\\""},
+                                                        {"\\\"epoch\\\":\\\"1\\\"",
+                                                         "\\\"epoch\\\":\\\"2\\\""}}) {
+    const std::string path = Path("c.safetensors");
+    WriteSample(path);
+    EditHeader(path, from, to);
+    ASSERT_TRUE(ReadCheckpointMetadata(path).ok()) << "the edit must leave a readable header";
+    absl::Status s = ReadCheckpoint(path).status();
+    EXPECT_EQ(s.code(), absl::StatusCode::kDataLoss) << from << ": " << s;
+    EXPECT_NE(s.message().find("content SHA-256"), std::string::npos) << s;
+    EXPECT_EQ(VerifyCheckpoint(path).code(), absl::StatusCode::kDataLoss);
+  }
+}
+
+TEST_F(CheckpointTest, FormatOneFilesStillRead) {
+  const std::string path = Path("v1.safetensors");
+  fp8d::v1::CheckpointMetadata meta = SampleMeta();
+  meta.set_format_version(1);
+  std::string meta_json;
+  ASSERT_TRUE(google::protobuf::util::MessageToJsonString(meta, &meta_json).ok());
+  std::string data;
+  for (const auto& [name, t] : SampleState()) {
+    data.append(reinterpret_cast<const char*>(t.data.data()), t.data.size() * sizeof(float));
+  }
+  auto bytes = SerializeSafetensors(
+      SampleState(),
+      {{kCheckpointMetadataKey, meta_json}, {kCheckpointDataShaKey, Sha256Hex(data)}});
+  ASSERT_TRUE(bytes.ok());
+  WriteAll(path, *bytes);
+  auto loaded = ReadCheckpoint(path);
+  ASSERT_TRUE(loaded.ok()) << loaded.status();
+  EXPECT_EQ(loaded->meta.step(), 12);
+}
+
+TEST_F(CheckpointTest, StaleFilesOfInterruptedWritesAreRemoved) {
+  WriteSample(Path("step-00000010.safetensors"));
+  // A temp file of a process that has ended, one of a live process (pid 1), and a record whose
+  // checkpoint was never renamed into place.
+  pid_t dead = ::fork();
+  if (dead == 0) ::_exit(0);
+  ASSERT_GT(dead, 0);
+  ::waitpid(dead, nullptr, 0);
+  WriteAll(Path(".step-00000020.safetensors.tmp-" + std::to_string(dead) + "-0"), "partial");
+  WriteAll(Path(".step-00000030.safetensors.tmp-1-0"), "someone else's write in progress");
+  WriteAll(Path("step-00000020.safetensors.sha256"), std::string(64, 'a') + "  x\n");
+  EXPECT_EQ(RemoveStaleCheckpointFiles(dir_), 2);
+  EXPECT_EQ(DirEntries(dir_), (std::vector<std::string>{".step-00000030.safetensors.tmp-1-0",
+                                                        "step-00000010.safetensors",
+                                                        "step-00000010.safetensors.sha256"}));
 }
 
 TEST_F(CheckpointTest, FlippedDataByteIsDataLossNamingTheFile) {
@@ -192,11 +264,13 @@ TEST_F(CheckpointTest, MissingFileOrDirectoryIsNotFound) {
 TEST_F(CheckpointTest, AtomicWriteLeavesOnlyTheTargetAndReplacesAnOldOne) {
   const std::string path = Path("latest.safetensors");
   WriteSample(path);
-  EXPECT_EQ(DirEntries(dir_), std::vector<std::string>{"latest.safetensors"});
+  EXPECT_EQ(DirEntries(dir_),
+            (std::vector<std::string>{"latest.safetensors", "latest.safetensors.sha256"}));
   fp8d::v1::CheckpointMetadata newer = SampleMeta();
   newer.set_step(13);
   ASSERT_TRUE(WriteCheckpoint(path, SampleState(), newer).ok());
-  EXPECT_EQ(DirEntries(dir_), std::vector<std::string>{"latest.safetensors"});
+  EXPECT_EQ(DirEntries(dir_),
+            (std::vector<std::string>{"latest.safetensors", "latest.safetensors.sha256"}));
   auto meta = ReadCheckpointMetadata(path);
   ASSERT_TRUE(meta.ok());
   EXPECT_EQ(meta->step(), 13);
@@ -206,7 +280,8 @@ TEST_F(CheckpointTest, WriteCreatesMissingDirectories) {
   const std::string path = Path("jobs/a/step-1.safetensors");
   ASSERT_TRUE(WriteCheckpoint(path, SampleState(), SampleMeta()).ok());
   EXPECT_TRUE(ReadCheckpoint(path).ok());
-  EXPECT_EQ(DirEntries(Path("jobs/a")), std::vector<std::string>{"step-1.safetensors"});
+  EXPECT_EQ(DirEntries(Path("jobs/a")),
+            (std::vector<std::string>{"step-1.safetensors", "step-1.safetensors.sha256"}));
 }
 
 TEST_F(CheckpointTest, FailedWriteLeavesNoTempFileAndKeepsTheOldCheckpoint) {
@@ -215,14 +290,15 @@ TEST_F(CheckpointTest, FailedWriteLeavesNoTempFileAndKeepsTheOldCheckpoint) {
   // A tensor whose shape disagrees with its data fails before anything is written.
   TensorMap bad = SampleState();
   bad["broken"] = HostTensor{{3}, {1.f}};
-  EXPECT_EQ(WriteCheckpoint(path, bad, SampleMeta()).code(), absl::StatusCode::kInvalidArgument);
+  EXPECT_EQ(WriteCheckpoint(path, bad, SampleMeta()).status().code(),
+            absl::StatusCode::kInvalidArgument);
   // The target's directory is read-only: creating the temp file fails.
   if (::geteuid() != 0) {  // root ignores directory permissions
     ASSERT_EQ(::chmod(dir_.c_str(), 0555), 0);
     EXPECT_FALSE(WriteCheckpoint(path, SampleState(), SampleMeta()).ok());
     ::chmod(dir_.c_str(), 0755);
   }
-  EXPECT_EQ(DirEntries(dir_), std::vector<std::string>{"c.safetensors"});
+  EXPECT_EQ(DirEntries(dir_), (std::vector<std::string>{"c.safetensors", "c.safetensors.sha256"}));
   EXPECT_TRUE(ReadCheckpoint(path).ok());
 }
 

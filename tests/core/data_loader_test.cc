@@ -338,8 +338,9 @@ TEST_F(DataLoaderTest, MissingFileIsNotFound) {
 
 TEST_F(DataLoaderTest, DirectoryIsNotAFile) {
   fs::create_directory(Path("sub"));
-  EXPECT_EQ(DataLoader::Open(Spec("sub"), dir_, 256, 2, 8, 1).status().code(),
-            absl::StatusCode::kNotFound);
+  absl::Status s = DataLoader::Open(Spec("sub"), dir_, 256, 2, 8, 1).status();
+  EXPECT_EQ(s.code(), absl::StatusCode::kInvalidArgument);
+  EXPECT_NE(s.message().find("is a directory"), absl::string_view::npos) << s;
 }
 
 TEST_F(DataLoaderTest, PathEscapingTheRootIsPermissionDenied) {
@@ -398,27 +399,36 @@ TEST_F(DataLoaderTest, BadShapesAndFractionsAreInvalidArgument) {
   EXPECT_NE(s.message().find("data.val_fraction"), absl::string_view::npos) << s;
 }
 
-// --- path confinement -----------------------------------------------------------------------
+// --- admission checks (CheckDataFiles) --------------------------------------------------
 
-TEST_F(DataLoaderTest, ConfinePathResolvesInsideAndRefusesOutside) {
-  const std::string root = Path("r");
-  fs::create_directory(root);
-  const std::string canon_root = fs::weakly_canonical(root).string();
-  auto rel = ConfinePath(root, "a/b.txt");
-  ASSERT_TRUE(rel.ok()) << rel.status();
-  EXPECT_EQ(*rel, canon_root + "/a/b.txt");
-  auto dotted = ConfinePath(root, "a/../c.txt");
-  ASSERT_TRUE(dotted.ok());
-  EXPECT_EQ(*dotted, canon_root + "/c.txt");
-  EXPECT_TRUE(ConfinePath(root, canon_root + "/x.bin").ok());
-  EXPECT_EQ(ConfinePath(root, "/etc/passwd").status().code(), absl::StatusCode::kPermissionDenied);
-  EXPECT_EQ(ConfinePath(root, "..").status().code(), absl::StatusCode::kPermissionDenied);
-  // A sibling whose name starts with the root's name is still outside.
-  EXPECT_EQ(ConfinePath(root, canon_root + "x/f").status().code(), absl::StatusCode::kPermissionDenied);
-  EXPECT_EQ(ConfinePath(root, "").status().code(), absl::StatusCode::kInvalidArgument);
-  auto unconfined = ConfinePath("", "/etc/passwd");
-  ASSERT_TRUE(unconfined.ok());
-  EXPECT_EQ(*unconfined, "/etc/passwd");
+TEST_F(DataLoaderTest, AdmissionRefusesEmptyFilesDirectoriesAndTextReadAsBin) {
+  // Before: each was accepted at submit and the job failed when it started.
+  WriteFile(Path("empty.txt"), "");
+  fs::create_directory(Path("dir"));
+  WriteFile(Path("story.txt"), SampleText(5000));
+  struct Case {
+    fp8d::v1::DataSpec spec;
+    absl::StatusCode code;
+    std::string says;
+  };
+  fp8d::v1::DataSpec bin_on_text = Spec("story.txt");
+  bin_on_text.set_format("bin");
+  const std::vector<Case> cases = {
+      {Spec("empty.txt"), absl::StatusCode::kInvalidArgument, "`empty.txt` is empty"},
+      {Spec("dir"), absl::StatusCode::kInvalidArgument, "`dir` is a directory"},
+      {bin_on_text, absl::StatusCode::kInvalidArgument, "data.format text"},
+      {Spec("story.txt", "missing.txt"), absl::StatusCode::kNotFound, "data.val `missing.txt`"},
+      {Spec("none_*.bin"), absl::StatusCode::kNotFound, "no file matches"},
+  };
+  for (const Case& c : cases) {
+    absl::Status s = CheckDataFiles(c.spec, dir_);
+    EXPECT_EQ(s.code(), c.code) << c.spec.DebugString() << s;
+    EXPECT_NE(s.message().find(c.says), absl::string_view::npos) << s;
+    // The loader itself gives the same answer.
+    absl::Status opened = DataLoader::Open(c.spec, dir_, 256, 2, 8, 1).status();
+    EXPECT_EQ(opened.code(), c.code) << opened;
+  }
+  EXPECT_TRUE(CheckDataFiles(Spec("story.txt"), dir_).ok());
 }
 
 }  // namespace

@@ -156,6 +156,45 @@ TEST(JobSpecParse, FileErrorsNameTheFile) {
               HasSubstr("unknown field `bogus` in " + std::filesystem::path(path).filename().string()));
 }
 
+TEST(JobSpecParse, BinaryFileSaysItIsNotTextAndNamesTheFile) {
+  // Before: a libprotobuf ERROR on stderr and INTERNAL with an empty message.
+  const std::string binary("\x7f" "ELF\x02\x01\x01\x00\x00\x00", 12);
+  absl::Status s = ParseJobText(binary, "a.out").status();
+  EXPECT_EQ(s.code(), absl::StatusCode::kInvalidArgument);
+  EXPECT_THAT(std::string(s.message()),
+              testing::AllOf(HasSubstr("a.out"), HasSubstr("not a text file"),
+                             HasSubstr("offset 7")));
+  absl::Status latin1 = ParseJobText("name: caf\xe9\nsteps: 1\n", "latin1.yaml").status();
+  EXPECT_THAT(std::string(latin1.message()),
+              testing::AllOf(HasSubstr("latin1.yaml"), HasSubstr("not valid UTF-8")));
+}
+
+TEST(JobSpecParse, EmptyFileSaysItIsEmpty) {
+  for (const char* text : {"", "\n\n", "# only a comment\n", "---\n"}) {
+    absl::Status s = ParseJobText(text, "empty.yaml").status();
+    EXPECT_EQ(s.code(), absl::StatusCode::kInvalidArgument) << text;
+    EXPECT_THAT(std::string(s.message()), HasSubstr("empty.yaml is empty")) << text;
+  }
+}
+
+TEST(JobSpecParse, MultiDocumentYamlIsRefused) {
+  // Before: every document but the first was silently dropped.
+  absl::Status s =
+      ParseJobText("steps: 1\n---\nsteps: 2\n---\nsteps: 3\n", "three.yaml").status();
+  EXPECT_EQ(s.code(), absl::StatusCode::kInvalidArgument);
+  EXPECT_THAT(std::string(s.message()),
+              testing::AllOf(HasSubstr("three.yaml"), HasSubstr("3 YAML documents")));
+}
+
+TEST(JobSpecParse, DeepNestingAndHugeFilesAreRefused) {
+  absl::Status deep = ParseJobText(std::string(100000, '['), "deep.yaml").status();
+  EXPECT_THAT(std::string(deep.message()),
+              testing::AllOf(HasSubstr("deep.yaml"), HasSubstr("levels deep")));
+  absl::Status huge =
+      ParseJobText(std::string(kMaxJobFileBytes + 1, '#'), "huge.yaml").status();
+  EXPECT_THAT(std::string(huge.message()), HasSubstr("a job file is at most"));
+}
+
 TEST(JobSpecSet, SetsNumbersAndStrings) {
   fp8d::v1::JobSpec spec = MinimalSpec();
   ASSERT_TRUE(ApplySetOverride(&spec, "optimizer.lr=1e-3").ok());

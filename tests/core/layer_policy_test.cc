@@ -185,5 +185,19 @@ TEST(LayerPolicyTest, SkipAttentionQkLeavesQkvLayerFp8) {
   EXPECT_EQ(plan.layers[0], "layers.0.attn.qkv");
 }
 
+TEST(LayerPolicyTest, BacktrackingPatternMatchesInLinearTime) {
+  // `(.*)*(.*)*!` made std::regex backtrack exponentially: the job stayed QUEUED at step 0 with
+  // every job behind it. RE2 answers at once: no layer name contains `!`.
+  RecipeConfig r = Delayed();
+  r.policy.min_gemm_dim = 16;
+  r.policy.skip_lm_head = false;
+  r.policy.include = {"(.*)*(.*)*!"};
+  ModelConfig big = SmallModel();
+  big.n_layer = 64;
+  EXPECT_TRUE(Fp8Layers(PlanFp8Layers(big, r, 0, kTokens, 0)).empty());
+  r.policy.include = {"(.*)*(.*)*"};
+  EXPECT_EQ(Fp8Layers(PlanFp8Layers(big, r, 0, kTokens, 0)).size(), 64u * 4 + 1);
+}
+
 }  // namespace
 }  // namespace fp8d

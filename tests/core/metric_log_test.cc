@@ -6,6 +6,8 @@
 
 #include <filesystem>
 #include <fstream>
+#include <numeric>
+#include <vector>
 
 #include "gmock/gmock.h"
 #include "gtest/gtest.h"
@@ -129,7 +131,7 @@ TEST(MetricLog, TornTailIsIgnoredByReadersAndTruncatedOnReopen) {
   EXPECT_FALSE(after->torn_tail);
 }
 
-TEST(MetricLog, CorruptedRecordEndsTheReadThere) {
+TEST(MetricLog, CorruptedLastRecordIsATornTail) {
   const std::string dir = FreshDir("corrupt");
   std::string path;
   {
@@ -138,7 +140,8 @@ TEST(MetricLog, CorruptedRecordEndsTheReadThere) {
     for (int s = 1; s <= 3; ++s) (*log)->OnMetric(StepRecord(s, 1.f));
     path = (*log)->metric_path();
   }
-  // Flip the last byte (inside record 3's payload): its CRC no longer matches.
+  // Flip the last byte (inside record 3's payload): its CRC no longer matches, and no intact
+  // record follows it, which is what a cut-short append looks like too.
   std::fstream f(path, std::ios::binary | std::ios::in | std::ios::out);
   f.seekg(-1, std::ios::end);
   char c;
@@ -150,6 +153,113 @@ TEST(MetricLog, CorruptedRecordEndsTheReadThere) {
   ASSERT_TRUE(read.ok());
   EXPECT_EQ(read->records.size(), 2u);
   EXPECT_TRUE(read->torn_tail);
+}
+
+// Writes `n` step records (steps 1..n) and returns the log's path and each record's offset.
+std::string WriteSteps(const std::string& dir, int n, std::vector<int64_t>* offsets) {
+  auto log = MetricLog::Open(dir);
+  EXPECT_TRUE(log.ok());
+  const std::string path = (*log)->metric_path();
+  for (int s = 1; s <= n; ++s) {
+    offsets->push_back(static_cast<int64_t>(fs::file_size(path)));
+    (*log)->OnMetric(StepRecord(s, 1.f / s));
+  }
+  return path;
+}
+
+void FlipByte(const std::string& path, int64_t offset) {
+  std::fstream f(path, std::ios::binary | std::ios::in | std::ios::out);
+  f.seekg(offset);
+  char c;
+  f.get(c);
+  f.seekp(offset);
+  f.put(static_cast<char>(c ^ 0x5A));
+}
+
+std::vector<int64_t> Steps(const std::vector<fp8d::v1::MetricRecord>& records) {
+  std::vector<int64_t> steps;
+  for (const auto& r : records) steps.push_back(r.step().step());
+  return steps;
+}
+
+TEST(MetricLog, FlippedByteInTheMiddleLosesOnlyThatRecord) {
+  // Before: one flipped byte made readers stop there and a reopen truncate the rest (53 of 75
+  // records of a running job lost, "dropping a torn tail").
+  for (const int64_t within : {int64_t{0}, int64_t{5}, int64_t{12}}) {  // length, CRC, payload
+    const std::string dir = FreshDir("middle_" + std::to_string(within));
+    std::vector<int64_t> offsets;
+    const std::string path = WriteSteps(dir, 75, &offsets);
+    const auto size = fs::file_size(path);
+    FlipByte(path, offsets[21] + within);  // inside step 22's record
+
+    std::vector<int64_t> want;
+    for (int s = 1; s <= 75; ++s) {
+      if (s != 22) want.push_back(s);
+    }
+    auto read = ReadMetricLog(path, 0, 0);
+    ASSERT_TRUE(read.ok()) << read.status();
+    EXPECT_EQ(Steps(read->records), want) << "byte " << within;
+    EXPECT_FALSE(read->torn_tail);
+    EXPECT_EQ(read->damage.damaged_regions, 1);
+    EXPECT_EQ(read->damage.first_damaged_offset, offsets[21]);
+
+    auto reopened = MetricLog::Open(dir);
+    ASSERT_TRUE(reopened.ok()) << reopened.status();
+    EXPECT_EQ(fs::file_size(path), size) << "nothing may be truncated";
+    EXPECT_EQ((*reopened)->metric_damage().damaged_regions, 1);
+    EXPECT_EQ((*reopened)->metric_count(), 74);
+    fp8d::v1::MetricRecord next = StepRecord(76, 1.f);
+    ASSERT_EQ(*(*reopened)->AppendMetric(&next), 75) << "seq stays unique after the damage";
+    auto after = ReadMetricLog(path, 0, 0);
+    ASSERT_TRUE(after.ok());
+    want.push_back(76);
+    EXPECT_EQ(Steps(after->records), want);
+  }
+}
+
+TEST(MetricLog, DamagedHeaderIsRepairedAndRecordsKept) {
+  const std::string dir = FreshDir("bad_header");
+  std::vector<int64_t> offsets;
+  const std::string path = WriteSteps(dir, 10, &offsets);
+  FlipByte(path, 2);  // in the magic
+  auto read = ReadMetricLog(path, 0, 0);
+  ASSERT_TRUE(read.ok()) << read.status();
+  EXPECT_EQ(read->records.size(), 10u);
+  auto reopened = MetricLog::Open(dir);
+  ASSERT_TRUE(reopened.ok()) << reopened.status();
+  EXPECT_TRUE((*reopened)->metric_damage().header_repaired);
+  EXPECT_EQ((*reopened)->metric_count(), 10);
+  auto after = ReadMetricLog(path, 0, 0);
+  ASSERT_TRUE(after.ok());
+  EXPECT_FALSE(after->damage.header_repaired) << "the header was rewritten";
+  EXPECT_EQ(after->records.size(), 10u);
+}
+
+TEST(MetricLog, ResumedLogSkipsStepsItAlreadyHoldsButNotEvents) {
+  const std::string dir = FreshDir("resume");
+  std::vector<int64_t> offsets;
+  const std::string path = WriteSteps(dir, 20, &offsets);
+  auto resumed = MetricLog::Open(dir, /*skip_logged_steps=*/true);
+  ASSERT_TRUE(resumed.ok());
+  // A job resumed from step 10 runs steps 11.. again.
+  (*resumed)->OnMetric(EventRecord(10, "resumed_from_checkpoint"));
+  for (int s = 11; s <= 25; ++s) (*resumed)->OnMetric(StepRecord(s, 1.f / s));
+  auto read = ReadMetricLog(path, 0, 0);
+  ASSERT_TRUE(read.ok());
+  std::vector<int64_t> steps;
+  int events = 0;
+  for (const auto& r : read->records) {
+    if (r.has_step()) steps.push_back(r.step().step());
+    events += r.has_event();
+  }
+  std::vector<int64_t> want(25);
+  std::iota(want.begin(), want.end(), 1);
+  EXPECT_EQ(steps, want) << "each step once";
+  EXPECT_EQ(events, 1);
+  // Without the option (a fresh run into the same folder) everything is appended.
+  auto plain = MetricLog::Open(dir);
+  ASSERT_TRUE(plain.ok());
+  EXPECT_FALSE((*plain)->AlreadyLogged(StepRecord(3, 1.f)));
 }
 
 TEST(MetricLog, InterruptedHeaderIsRewrittenOnOpen) {

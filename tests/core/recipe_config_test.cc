@@ -228,7 +228,7 @@ TEST(RecipeConfigTest, NegativePolicyNumbersRejected) {
 TEST(RecipeConfigTest, BadRegexNamesItsListAndIndex) {
   EXPECT_THAT(Error("name: 'delayed' policy { include: 'lm_head' include: 'layers.(' }"),
               AllOf(HasSubstr("recipe.policy.include[1]"), HasSubstr("\"layers.(\""),
-                    HasSubstr("ECMAScript")));
+                    HasSubstr("RE2")));
   EXPECT_THAT(Error("name: 'current' policy { exclude: '[a-' }"),
               AllOf(HasSubstr("recipe.policy.exclude[0]"), HasSubstr("\"[a-\"")));
   // Checked under bf16 too, where the policy is otherwise ignored.
@@ -286,6 +286,32 @@ TEST(RecipeConfigTest, ResolveOfToProtoGivesSameRecipe) {
     // And the stored form is stable.
     EXPECT_EQ(ToProto(*again).SerializeAsString(), ToProto(r).SerializeAsString());
   }
+}
+
+TEST(RecipeConfigTest, DeeplyNestedRegexIsRefusedNotACrash) {
+  // std::regex recursed once per level and took the process down with SIGSEGV.
+  fp8d::v1::Recipe recipe;
+  recipe.set_name("delayed");
+  recipe.mutable_policy()->add_include(std::string(20000, '(') + std::string(20000, ')'));
+  absl::StatusOr<RecipeConfig> r = ResolveRecipe(recipe);
+  ASSERT_FALSE(r.ok());
+  EXPECT_EQ(r.status().code(), absl::StatusCode::kInvalidArgument);
+  EXPECT_THAT(std::string(r.status().message()),
+              AllOf(HasSubstr("recipe.policy.include[0]"), HasSubstr("40000 bytes"),
+                    HasSubstr("at most 1024")));
+  // Within the size limit, deep nesting is fine: RE2 does not recurse per level.
+  fp8d::v1::Recipe nested;
+  nested.set_name("delayed");
+  nested.mutable_policy()->add_exclude(std::string(500, '(') + "lm_head" + std::string(500, ')'));
+  EXPECT_TRUE(ResolveRecipe(nested).ok()) << ResolveRecipe(nested).status();
+}
+
+TEST(RecipeConfigTest, TooManyRegexesAreRefused) {
+  fp8d::v1::Recipe recipe;
+  recipe.set_name("current");
+  for (int i = 0; i <= kMaxPolicyRegexes; ++i) recipe.mutable_policy()->add_exclude("x");
+  EXPECT_THAT(std::string(ResolveRecipe(recipe).status().message()),
+              AllOf(HasSubstr("recipe.policy.exclude"), HasSubstr("at most 64")));
 }
 
 }  // namespace

@@ -518,8 +518,10 @@ TEST_F(TrainerTest, KeepCheckpointsPrunesTheOldest) {
   ASSERT_TRUE((*trainer)->Run().ok());
   std::vector<std::string> names;
   for (const auto& e : fs::directory_iterator(dir_ / "ckpt")) names.push_back(e.path().filename());
-  EXPECT_THAT(names, testing::UnorderedElementsAre("step-00000003.safetensors",
-                                                   "step-00000004.safetensors"));
+  // Each checkpoint with the SHA-256 record written beside it; pruned ones lose both.
+  EXPECT_THAT(names, testing::UnorderedElementsAre(
+                         "step-00000003.safetensors", "step-00000004.safetensors",
+                         "step-00000003.safetensors.sha256", "step-00000004.safetensors.sha256"));
 }
 
 TEST_F(TrainerTest, BlockingRequestsFromTheTrainingThreadAreRefused) {

@@ -194,7 +194,7 @@ TEST(DaemonAuth, WrongOrMissingTokenIsUnauthenticated) {
   std::filesystem::create_directories(root + "/data");
   WriteFile(root + "/data/corpus.txt", CorpusText(50000));
   const std::string token = "s3cret-token-0123456789";
-  WriteFile(root + "/token", token + "\n");
+  WritePrivateFile(root + "/token", token + "\n");
   Daemon daemon(root + "/state", root + "/data", {"--token-file", root + "/token"});
   ASSERT_TRUE(daemon.Start(token).ok()) << daemon.log();
 

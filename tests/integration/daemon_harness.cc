@@ -112,6 +112,11 @@ void WriteFile(const std::string& path, const std::string& contents) {
   out << contents;
 }
 
+void WritePrivateFile(const std::string& path, const std::string& contents) {
+  WriteFile(path, contents);
+  fs::permissions(path, fs::perms::owner_read | fs::perms::owner_write, fs::perm_options::replace);
+}
+
 std::string ReadFile(const std::string& path) {
   std::ifstream in(path, std::ios::binary);
   std::stringstream ss;
@@ -219,7 +224,7 @@ absl::Status Daemon::Start(const std::string& token, absl::Duration timeout) {
   std::vector<std::string> argv = {BinaryPath("fp8d"), "--listen", address(), "--state-dir",
                                    state_dir_, "--data-root", data_root_, "--engine", "cpu"};
   argv.insert(argv.end(), extra_args_.begin(), extra_args_.end());
-  pid_ = Spawn(argv, {}, log_path_, log_path_);
+  pid_ = Spawn(argv, env_, log_path_, log_path_);
   const absl::Time deadline = absl::Now() + timeout;
   while (absl::Now() < deadline) {
     int status = 0;

@@ -19,6 +19,8 @@ namespace fp8d::itest {
 // A fresh directory under the test temp dir.
 std::string MakeTempDir(const std::string& prefix);
 void WriteFile(const std::string& path, const std::string& contents);
+// Readable by its owner only (0600), as fp8d requires of a token file.
+void WritePrivateFile(const std::string& path, const std::string& contents);
 std::string ReadFile(const std::string& path);
 // A port nothing listens on right now (bound to 127.0.0.1:0, then released).
 int PickFreePort();
@@ -66,6 +68,9 @@ class Daemon {
   // SIGTERM; the exit code, or -1 when it did not exit within `timeout` (then it is killed).
   int Terminate(absl::Duration timeout = absl::Seconds(30));
   bool running() const { return pid_ > 0; }
+  // NAME=VALUE entries added to the daemon's environment from the next Start on.
+  void SetEnv(std::vector<std::string> env) { env_ = std::move(env); }
+  pid_t pid() const { return pid_; }
   // Clients (and the readiness probe) connect with TLS, trusting `ca_file`.
   void UseTls(const std::string& ca_file) { tls_ca_file_ = ca_file; }
 
@@ -84,6 +89,7 @@ class Daemon {
   std::string state_dir_;
   std::string data_root_;
   std::vector<std::string> extra_args_;
+  std::vector<std::string> env_;
   std::string log_path_;
   std::string tls_ca_file_;
   int port_ = 0;

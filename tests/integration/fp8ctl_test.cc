@@ -214,8 +214,8 @@ TEST_F(Fp8ctl, AddressAndTokenFileComeFromTheEnvironment) {
 TEST(Fp8ctlAuth, TokenFileFromFlagOrEnvironment) {
   const std::string root = MakeTempDir("ctl-auth");
   const std::string token = "another-token-0123456789";
-  WriteFile(root + "/token", token + "\n");
-  WriteFile(root + "/wrong", "wrong-token-9876543210\n");
+  WritePrivateFile(root + "/token", token + "\n");
+  WritePrivateFile(root + "/wrong", "wrong-token-9876543210\n");
   std::filesystem::create_directories(root + "/data");
   Daemon daemon(root + "/state", root + "/data", {"--token-file", root + "/token"});
   ASSERT_TRUE(daemon.Start(token).ok()) << daemon.log();

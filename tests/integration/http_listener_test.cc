@@ -37,7 +37,7 @@ HttpDaemon StartHttpDaemon(const std::string& name, std::vector<std::string> ext
 
 TEST(HttpListener, TokenGuardsMetricsApiAndDashboardButNotHealth) {
   const std::string token_file = MakeTempDir("http-token-file") + "/token";
-  WriteFile(token_file, std::string(kToken) + "\n");
+  WritePrivateFile(token_file, std::string(kToken) + "\n");
   HttpDaemon d = StartHttpDaemon("http-token", {"--token-file", token_file});
   ASSERT_TRUE(d.daemon->Start(kToken).ok()) << d.daemon->log();
   httplib::Client http("127.0.0.1", d.http_port);

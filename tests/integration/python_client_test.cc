@@ -21,7 +21,7 @@ TEST(PythonClient, ChecksHealthAndFollowsAMetricStream) {
   std::filesystem::create_directories(root + "/data");
   WriteFile(root + "/data/corpus.txt", CorpusText(100000));
   const std::string token = "python-token-0123456789";
-  WriteFile(root + "/token", token);
+  WritePrivateFile(root + "/token", token);
   Daemon daemon(root + "/state", root + "/data", {"--token-file", root + "/token"});
   ASSERT_TRUE(daemon.Start(token).ok()) << daemon.log();
   JobFileOptions options;
